@@ -1,0 +1,1 @@
+//! slotpool-host (filled by its issue).

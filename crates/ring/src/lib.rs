@@ -1,0 +1,1 @@
+//! slotpool-ring (filled by its issue).

@@ -1,0 +1,1 @@
+//! slotpool-router (filled by its issue).

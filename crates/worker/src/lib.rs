@@ -1,0 +1,1 @@
+//! slotpool-worker (filled by its issue).
