@@ -107,7 +107,11 @@ fn pickup_allocates_and_frees_nothing() {
 fn the_counter_sees_allocations() {
     // Guards the two checks above against a counter that never counts.
     let stats = measure(|| drop(std::hint::black_box(Box::new([0u8; 32]))));
-    assert_eq!((stats.allocations, stats.deallocations), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.allocations, stats.deallocations),
+        (1, 1),
+        "{stats:?}"
+    );
     println!("ok: the counting allocator counts");
 }
 
