@@ -19,6 +19,27 @@
 //! are built with `limit` slots. The receiver still checks for a free slot before
 //! it takes a fresh plan, so even a broken count could only delay a pickup, never
 //! make the audio thread drop a box.
+//!
+//! # Shutdown
+//! Dropping the [`Receiver`] drops its current plan on the thread that drops it:
+//! when the audio thread stops, hand the receiver back to the control side (for
+//! example as the audio thread's return value) and drop it there. Plans still in
+//! the queues are dropped with the last of the two ends.
+//!
+//! ```
+//! use slotpool_router::{PatchRouter, handover};
+//!
+//! let patch = PatchRouter::new(2, 2).unwrap();
+//! let (mut publisher, mut receiver) = handover(Box::new(patch.compile()), 4);
+//! // control thread, after an edit:
+//! publisher.publish(Box::new(patch.compile())).unwrap();
+//! // audio thread, at the start of every cycle:
+//! receiver.pickup();
+//! let schedule = receiver.current();
+//! # assert_eq!(schedule.steps().len(), 0);
+//! // control thread, from time to time (publish does it too):
+//! publisher.collect();
+//! ```
 
 use std::fmt;
 
@@ -149,6 +170,8 @@ impl<T> Receiver<T> {
                 break;
             };
             let old = std::mem::replace(&mut self.current, plan);
+            // Cannot fail: this is the queue's only producer and it saw a free slot;
+            // the consumer can only add free slots in between.
             if self.spent.push(old).is_err() {
                 unreachable!("a free slot was checked just before the push");
             }
@@ -160,6 +183,13 @@ impl<T> Receiver<T> {
     /// The current plan.
     pub fn current(&self) -> &T {
         &self.current
+    }
+
+    /// The current plan, mutably: the audio side owns it until it is replaced, so
+    /// a `T` may carry audio-thread state built with the schedule (a
+    /// [`Workspace`](crate::Workspace), per-step fallback buffers).
+    pub fn current_mut(&mut self) -> &mut T {
+        &mut self.current
     }
 }
 

@@ -158,7 +158,10 @@ impl Route {
 /// namespace of the config, the control interface and the logs. Fan-in sums,
 /// fan-out copies. Call [`PatchRouter::compile`] to get the [`Schedule`] the audio
 /// thread runs; the router itself belongs to the control thread.
-#[derive(Debug)]
+///
+/// To apply a batch of edits all-or-nothing (a config reload), edit a clone and
+/// keep it only if every edit succeeded.
+#[derive(Clone, Debug)]
 pub struct PatchRouter {
     graph: Graph,
     /// Slot name → node. `input` and `output` are not in here.
@@ -442,6 +445,38 @@ impl PatchRouter {
     }
 }
 
+impl fmt::Display for PatchRouter {
+    /// The patch as text, one node or route per line, for `slotpool check`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (_, node) in self.nodes() {
+            writeln!(
+                f,
+                "node {}: {} in, {} out",
+                node.name(),
+                node.inputs(),
+                node.outputs()
+            )?;
+        }
+        for (from, to, route) in self.routes() {
+            write!(
+                f,
+                "route {} → {}: gain {}, channels",
+                from.name(),
+                to.name(),
+                route.gain
+            )?;
+            for link in &route.links {
+                write!(f, " {}→{}", link.from, link.to)?;
+                if link.weight != 1.0 {
+                    write!(f, "×{}", link.weight)?;
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
 fn check_channels(name: &str, side: Side, channels: u16) -> Result<(), PatchError> {
     if channels > MAX_CHANNELS {
         return Err(PatchError::TooManyChannels {
@@ -568,6 +603,43 @@ mod tests {
             .collect();
         routes.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         (nodes, routes)
+    }
+
+    #[test]
+    fn router_and_plans_cross_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<PatchRouter>();
+        send::<Schedule>();
+        sync::<Schedule>();
+        send::<crate::Publisher>();
+        send::<crate::Receiver>();
+        send::<crate::Workspace>();
+    }
+
+    #[test]
+    fn display_lists_nodes_and_routes() {
+        let mut p = patch();
+        p.connect("fx:0", "output", ChannelMap::Auto, 0.5).unwrap();
+        p.add_slot("mono:0", 1, 1).unwrap();
+        p.connect("fx:1", "mono:0", ChannelMap::Auto, 1.0).unwrap();
+        let text = p.to_string();
+        assert!(text.contains("node osc:0: 0 in, 1 out\n"), "{text}");
+        assert!(text.contains("route fx:0 → output: gain 0.5, channels 0→0 1→1\n"));
+        assert!(text.contains("route fx:1 → mono:0: gain 1, channels 0→0×0.5 1→0×0.5\n"));
+    }
+
+    #[test]
+    fn a_clone_is_an_independent_patch() {
+        let p = patch();
+        let mut edited = p.clone();
+        edited.remove_slot("fx:0").unwrap();
+        edited
+            .connect("osc:0", "fx:1", ChannelMap::Auto, 1.0)
+            .unwrap();
+        assert_eq!(p.slot_count(), 3);
+        assert_eq!(p.route_count(), 0);
+        assert_eq!(edited.slot_count(), 2);
     }
 
     #[test]
