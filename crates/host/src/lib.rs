@@ -1,1 +1,4 @@
-//! slotpool-host (filled by its issue).
+//! slotpool-host: the `slotpool` host process — supervisor, engine, control
+//! interface and CLI.
+
+pub mod control;
