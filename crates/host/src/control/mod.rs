@@ -11,7 +11,9 @@
 //!   its documented exit codes.
 //! - [`notify`]: sd_notify (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, …).
 
+pub mod notify;
 pub mod protocol;
+pub mod server;
 
 /// What the host does with a control request. The supervisor implements it; the
 /// server calls it from [`server::ControlServer::service`] on the supervisor's
