@@ -1,5 +1,6 @@
-//! slotpool-host: the `slotpool` binary's library — configuration ([`config`]), the
-//! supervisor ([`supervise`]) and the command line ([`cli`]).
+//! slotpool-host: the `slotpool` host process — configuration ([`config`]), the
+//! supervisor ([`supervise`]), the control interface ([`control`]) and the command
+//! line ([`cli`]).
 //!
 //! Unsafe code is confined to the spawner's few syscalls in `supervise::sys`.
 
@@ -7,4 +8,5 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod control;
 pub mod supervise;
