@@ -2,3 +2,6 @@
 //! that spawns, signals and reaps real processes.
 
 pub mod machine;
+pub mod logs;
+pub mod sys;
+pub mod limits;
