@@ -11,6 +11,7 @@
 //!   its documented exit codes.
 //! - [`notify`]: sd_notify (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, …).
 
+pub mod client;
 pub mod notify;
 pub mod protocol;
 pub mod server;
