@@ -7,6 +7,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod host;
 pub mod supervise;
