@@ -363,7 +363,7 @@ impl Supervisor {
         let inst = &self.instances[i];
         let name = &inst.name;
         let pid = inst.child.as_ref().map(|c| c.pid as u32);
-        let message = describe(inst);
+        let message = describe(inst, to);
         match to {
             State::Running => match from {
                 State::Starting => tracing::info!(
@@ -1018,7 +1018,10 @@ impl Supervisor {
                 }
                 s.exit_status = exit_status(inst);
                 s.limits = inst.limits.status.clone();
-                s.description = describe(inst);
+                s.description = describe(inst, inst.machine.state());
+                if inst.machine.child() == ChildPhase::Pending {
+                    s.description = "waiting for the global spawn-rate cap".into();
+                }
                 if let Some(d) = inst.machine.deadline()
                     && inst.machine.state() == State::Fatal
                 {
@@ -1103,7 +1106,7 @@ fn exit_status(inst: &Instance) -> Option<ExitStatus> {
 }
 
 /// supervisord-like description of why the instance is in its state.
-fn describe(inst: &Instance) -> String {
+fn describe(inst: &Instance, state: State) -> String {
     use crate::config::values::signal_name;
     let m = &inst.machine;
     let last = |c: Option<Cause>| match c {
@@ -1130,7 +1133,7 @@ fn describe(inst: &Instance) -> String {
         None => String::new(),
     };
     let spawnerr = || inst.spawn_error.clone().unwrap_or_default();
-    match m.state() {
+    match state {
         State::Backoff => match m.reason() {
             Reason::SpawnFailed => format!("spawn error: {}", spawnerr()),
             _ => "Exited too quickly (process log may have details)".into(),
@@ -1151,13 +1154,8 @@ fn describe(inst: &Instance) -> String {
             ),
         },
         State::Exited | State::Stopped => last(m.last_cause()),
-        State::Starting | State::Running | State::Stopping => {
-            if m.child() == ChildPhase::Pending {
-                "waiting for the spawn-rate cap".into()
-            } else {
-                String::new()
-            }
-        }
+        // The status table derives "pid N, uptime H:MM:SS" for these.
+        State::Starting | State::Running | State::Stopping => String::new(),
     }
 }
 
