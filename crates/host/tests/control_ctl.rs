@@ -128,7 +128,10 @@ impl Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
+            loop {
+                // Read the flag first: events sent before stop() are still
+                // published by this last round.
+                let stopping = stop2.load(Ordering::Relaxed);
                 server
                     .wait_and_service(&mut host, Duration::from_millis(20))
                     .unwrap();
@@ -136,6 +139,9 @@ impl Harness {
                     server.publish(&ev);
                 }
                 subs.store(server.subscriber_count(), Ordering::Relaxed);
+                if stopping {
+                    break;
+                }
             }
             // Dropping the server closes every connection.
         });
