@@ -756,3 +756,45 @@ fn closed_connections_are_released() {
     assert!(matches!(c.recv(), Some(Response::Status(_))));
     assert!(c.closed_after_draining());
 }
+
+#[test]
+fn an_events_subscriber_that_never_reads_is_dropped_and_others_keep_up() {
+    let _w = watchdog(
+        "an_events_subscriber_that_never_reads_is_dropped_and_others_keep_up",
+        90,
+    );
+    let limits = ServerLimits {
+        max_output: 16 * 1024,
+        ..ServerLimits::default()
+    };
+    let h = Harness::start(limits);
+    let mut lazy = h.connect();
+    let mut keen = h.connect();
+    assert_eq!(lazy.ask(&Request::Events), Response::Subscribed);
+    assert_eq!(keen.ask(&Request::Events), Response::Subscribed);
+    // Paced batches: the keen subscriber reads each batch before the next, the
+    // lazy one reads nothing, so only the lazy one falls behind.
+    let mut sent = Vec::new();
+    for batch in 0..40 {
+        for i in 0..100 {
+            let mut ev = StateEvent::now("sine:0", ProgramState::Running, ProgramState::Exited);
+            ev.message = Some(format!("batch {batch} event {i}: {}", "x".repeat(100)));
+            h.events.send(ev.clone()).unwrap();
+            sent.push(ev);
+        }
+        for ev in &sent[batch * 100..] {
+            assert_eq!(keen.recv(), Some(Response::Event(ev.clone())));
+        }
+    }
+    // The lazy one got some events, then the server closed on it.
+    let mut got = 0;
+    while let Some(r) = lazy.recv() {
+        assert!(matches!(r, Response::Event(_)));
+        got += 1;
+    }
+    assert!(got < sent.len(), "lazy subscriber was never dropped");
+    // The keen one is still subscribed.
+    let last = StateEvent::now("sine:0", ProgramState::Exited, ProgramState::Starting);
+    h.events.send(last.clone()).unwrap();
+    assert_eq!(keen.recv(), Some(Response::Event(last)));
+}
