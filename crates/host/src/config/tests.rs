@@ -1,0 +1,154 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, Path::new("/etc/slotpool/test.toml"))
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.0.into_iter().next().expect("at least one error"),
+    }
+}
+
+#[test]
+fn defaults_follow_supervisord() {
+    let c = parse("[program.a]\ncommand = \"/bin/true\"\n").unwrap();
+    let p = &c.programs[0];
+    assert_eq!(p.numprocs, 1);
+    assert!(p.autostart);
+    assert_eq!(p.autorestart, AutoRestart::Unexpected);
+    assert_eq!(p.exitcodes, vec![0]);
+    assert_eq!(p.startsecs, Duration::from_secs(1));
+    assert_eq!(p.startretries, 3);
+    assert_eq!(p.stopsignal, libc::SIGTERM);
+    assert_eq!(p.stopwaitsecs, Duration::from_secs(10));
+    assert_eq!(
+        p.stdout,
+        LogConfig {
+            target: LogTarget::Auto,
+            maxbytes: 50 << 20,
+            backups: 10
+        }
+    );
+    assert_eq!(p.stderr.target, LogTarget::Auto);
+    assert_eq!(p.crashloop_exits, 10);
+    assert_eq!(p.crashloop_window, Duration::from_secs(60));
+    assert!(p.slot.is_none());
+    assert_eq!(c.name, "test");
+}
+
+#[test]
+fn programs_keep_file_order_and_commands_split_like_a_shell() {
+    let c = parse(
+        "[program.zeta]\ncommand = \"/bin/echo 'a b' c\\\\ d\"\n[program.alpha]\ncommand = \"sleep\"\nargs = [\"1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.programs[0].name, "zeta");
+    assert_eq!(
+        c.programs[0].launch,
+        Launch::Command {
+            program: "/bin/echo".into(),
+            args: vec!["a b".into(), "c d".into()]
+        }
+    );
+    assert_eq!(
+        c.programs[1].launch,
+        Launch::Command {
+            program: "sleep".into(),
+            args: vec!["1".into()]
+        }
+    );
+}
+
+#[test]
+fn module_and_routed_command_programs_are_slots() {
+    let c = parse(
+        "[program.osc]\nmodule = \"sine\"\nparams = { freq = 440, on = true }\n\
+         [program.fx]\ncommand = \"/opt/fx\"\nfallback = \"bypass\"\nhang_timeout = \"2s\"\n\
+         [program.plain]\ncommand = \"/bin/sleep 9\"\n\
+         [[route]]\nfrom = \"osc\"\nto = \"fx:0\"\ngain = 0.5\n\
+         [[route]]\nfrom = \"fx\"\nto = \"output\"\nchannels = [[0, 1], [1, 0]]\n",
+    )
+    .unwrap();
+    let osc = c.program("osc").unwrap().slot.as_ref().unwrap();
+    assert_eq!(osc.module.as_deref(), Some("sine"));
+    assert_eq!(osc.params.get("freq"), Some(&440.0));
+    assert_eq!(osc.params.get("on"), Some(&1.0));
+    assert_eq!(osc.hang_timeout, DEFAULT_HANG_TIMEOUT);
+    let fx = c.program("fx").unwrap().slot.as_ref().unwrap();
+    assert_eq!(fx.fallback, Fallback::Bypass);
+    assert_eq!(fx.hang_timeout, Duration::from_secs(2));
+    assert!(c.program("plain").unwrap().slot.is_none());
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[1].channels, vec![(0, 1), (1, 0)]);
+    assert_eq!(
+        c.routes[0].to,
+        Endpoint::Slot {
+            program: "fx".into(),
+            index: 0
+        }
+    );
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let e = err("[program.a]\ncommand = \"x\"\nstartsecs = -1\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.a.startsecs"));
+    let e = err("[program.a]\ncommand = \"x\"\nstartsec = 1\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.a.startsec"));
+    assert!(e.message.contains("did you mean `startsecs`"), "{e}");
+    let e = err("[program.a]\ncommand = \"x\"\ndirectory = \"/\"\n");
+    assert!(e.message.contains("`workingdir`"), "{e}");
+    let e = err("[program.a]\ncommand = \"x\"\nstopsignal = \"FOO\"\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.a.stopsignal"));
+    let e = err("[engine]\nchannels = 0\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "engine.channels"));
+    let e = err("[[route]]\nfrom = \"input\"\nto = \"nope\"\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "route[0].to"));
+    assert!(
+        e.to_string()
+            .starts_with("/etc/slotpool/test.toml:3: route[0].to: no program called `nope`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn route_cycles_are_refused_with_the_cycle_named() {
+    let e = err(
+        "[program.a]\nmodule = \"gain\"\n[program.b]\nmodule = \"gain\"\n\
+                 [[route]]\nfrom = \"a\"\nto = \"b\"\n[[route]]\nfrom = \"b\"\nto = \"a\"\n",
+    );
+    assert!(e.message.contains("cycle: a:0 -> b:0 -> a:0"), "{e}");
+}
+
+#[test]
+fn log_paths_expand_process_num() {
+    let c = parse("[program.a]\ncommand = \"x\"\nnumprocs = 2\nstdout = \"/tmp/a-%(process_num)d.log\"\nstderr = \"/dev/null\"\n")
+        .unwrap();
+    let p = &c.programs[0];
+    assert_eq!(
+        p.log_path(Stream::Stdout, 1, Path::new("/l")),
+        Some("/tmp/a-1.log".into())
+    );
+    assert_eq!(p.log_path(Stream::Stderr, 1, Path::new("/l")), None);
+    let c = parse("[program.a]\ncommand = \"x\"\n").unwrap();
+    assert_eq!(
+        c.programs[0].log_path(Stream::Stderr, 0, Path::new("/l")),
+        Some("/l/a_0.stderr.log".into())
+    );
+}
+
+#[test]
+fn split_command_refuses_open_quotes() {
+    assert!(split_command("a 'b").is_err());
+    assert!(split_command("a \"b").is_err());
+    assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
+    assert_eq!(
+        split_command("a \"x\\\"y\" ''").unwrap(),
+        vec!["a", "x\"y", ""]
+    );
+}
