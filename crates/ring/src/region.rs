@@ -33,9 +33,17 @@ pub struct Heap(());
 impl Backing for Memfd {}
 impl Backing for Heap {}
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::Memfd {}
-    impl Sealed for super::Heap {}
+    /// What a region of this backing keeps besides the mapping.
+    pub trait Sealed {
+        type Handle: Send + Sync + 'static;
+    }
+    impl Sealed for super::Memfd {
+        /// The memfd itself (handed to each new worker).
+        type Handle = std::os::fd::OwnedFd;
+    }
+    impl Sealed for super::Heap {
+        type Handle = ();
+    }
 }
 
 /// Creating a region failed.
@@ -242,7 +250,7 @@ pub struct HostRegion<B: Backing = Memfd> {
     slot: String,
     geo: Geometry,
     map: Arc<Mapping>,
-    fd: Option<OwnedFd>,
+    handle: <B as sealed::Sealed>::Handle,
     host_end_taken: AtomicBool,
     _backing: PhantomData<B>,
 }
@@ -369,17 +377,13 @@ impl HostRegion<Memfd> {
         // pages stay populated but swappable, which is acceptable.
         let _ = raw.lock();
         let map = Mapping::from_mmap(raw);
-        Ok(Self::finish(slot_name, geo, map, Some(fd)))
+        Ok(Self::finish(slot_name, geo, map, fd))
     }
 
     /// The memfd, close-on-exec. The spawner `dup2`s it into the child (which clears
     /// close-on-exec on the duplicate) and passes its number in `SLOTPOOL_REGION_FD`.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        match &self.fd {
-            Some(fd) => fd.as_fd(),
-            // `create` is the only constructor of HostRegion<Memfd> and always sets it.
-            None => unreachable!("HostRegion<Memfd> always holds its memfd"),
-        }
+        self.handle.as_fd()
     }
 }
 
@@ -394,7 +398,7 @@ impl HostRegion<Heap> {
         })?;
         let geo = Geometry::new(layout);
         let map = Mapping::heap(geo.off.region_len);
-        Ok(Self::finish(slot_name, geo, map, None))
+        Ok(Self::finish(slot_name, geo, map, ()))
     }
 
     /// The worker's view of this heap region, opened through the same header
@@ -405,14 +409,19 @@ impl HostRegion<Heap> {
 }
 
 impl<B: Backing> HostRegion<B> {
-    fn finish(slot_name: &str, geo: Geometry, map: Mapping, fd: Option<OwnedFd>) -> Self {
+    fn finish(
+        slot_name: &str,
+        geo: Geometry,
+        map: Mapping,
+        handle: <B as sealed::Sealed>::Handle,
+    ) -> Self {
         debug_assert_eq!(map.len(), geo.off.region_len);
         write_header(&map, &geo, slot_name, [0; 4]);
         Self {
             slot: slot_name.to_owned(),
             geo,
             map: Arc::new(map),
-            fd,
+            handle,
             host_end_taken: AtomicBool::new(false),
             _backing: PhantomData,
         }

@@ -8,13 +8,17 @@ mod common;
 
 use std::time::Duration;
 
-use assert_no_alloc::{AllocDisabler, assert_no_alloc};
+#[cfg(debug_assertions)]
+use assert_no_alloc::AllocDisabler;
+use assert_no_alloc::assert_no_alloc;
 use common::{Watchdog, block_matches, fill_block, mono16, odd_shape};
 use slotpool_ring::{
     Backing, Command, Event, Heap, HostRegion, Memfd, MonoTime, OutputStatus, PushError,
     RecordError, ShortStr, SlotLayout, WaitOutcome, WorkerRegion, WorkerState,
 };
 
+// The allocation guard: assert_no_alloc's default `disable_release` feature makes it a
+// no-op in release builds, so it is installed in debug builds only.
 #[cfg(debug_assertions)]
 #[global_allocator]
 static ALLOC: AllocDisabler = AllocDisabler;
@@ -325,7 +329,7 @@ fn reset_lets_a_fresh_worker_continue<F: Fixture>() {
         we.audio_out.push(1, &block).unwrap();
         we.events.push(Event::Ack { seq: 1 }).unwrap();
     }
-    h.reset();
+    assert_no_alloc(|| h.reset());
     let mon = host.monitor();
     assert_eq!(mon.worker_state(), WorkerState::Empty);
     assert_eq!(mon.worker_pid(), 0);

@@ -364,6 +364,7 @@ impl<'a> Rig<'a> {
 }
 
 fn run_ops_heap(ops: &[Op]) {
+    let _wd = Watchdog::arm("run_ops_heap", Duration::from_secs(120));
     let region = HostRegion::create_heap("hostile:0", LAYOUT).unwrap();
     let reopen = || region.open_worker().expect("open after create/reset");
     let mut rig = Rig::new(region.host_end().unwrap(), &reopen, region.peer_access());
@@ -386,6 +387,7 @@ fn run_ops_heap(ops: &[Op]) {
 }
 
 fn run_ops_memfd(ops: &[Op]) {
+    let _wd = Watchdog::arm("run_ops_memfd", Duration::from_secs(120));
     let region = HostRegion::create("hostile:0", LAYOUT).unwrap();
     let reopen = || {
         let fd = region.fd().try_clone_to_owned().unwrap();
@@ -438,6 +440,7 @@ proptest! {
     /// error, and a reset makes the region usable again.
     #[test]
     fn whole_region_of_noise(seed in any::<u64>(), ops in prop::collection::vec(op(LAYOUT.region_len()), 0..30)) {
+        let _wd = Watchdog::arm("whole_region_of_noise", Duration::from_secs(120));
         let region = HostRegion::create("noise:0", LAYOUT).unwrap();
         let peer = region.peer_access();
         let mut h = region.host_end().unwrap();
