@@ -454,7 +454,7 @@ impl<B: Backing> HostRegion<B> {
         let l = g.layout;
         Ok(HostEnd {
             audio_in: AudioProducer::new(
-                ProducerCore::new(m.clone(), g.audio_in, 0),
+                ProducerCore::new(m.clone(), g.audio_in, 0, 0),
                 l.channels_in,
                 l.block_frames,
             ),
@@ -463,7 +463,7 @@ impl<B: Backing> HostRegion<B> {
                 l.channels_out,
                 l.block_frames,
             ),
-            commands: CommandProducer::new(ProducerCore::new(m.clone(), g.commands, 0)),
+            commands: CommandProducer::new(ProducerCore::new(m.clone(), g.commands, 0, 0)),
             events: EventConsumer::new(ConsumerCore::new(m.clone(), g.events, 0)),
             bell: HostBell::new(Words::new(m.clone())),
             private: HostPrivate {
@@ -586,6 +586,11 @@ impl HostEnd {
                     None => break,
                 }
             }
+            // Checked on every round, not only when the futex wait times out: a worker
+            // that keeps bumping `done` without delivering must not keep us past it.
+            if MonoTime::now() >= deadline {
+                return Ok(OutputStatus::Late);
+            }
             if self.bell.wait_done(seen, deadline) == WaitOutcome::TimedOut {
                 // One last look: the block may have landed just before the deadline.
                 if self.audio_out.peek_cycle()? == Some(cycle)
@@ -698,27 +703,27 @@ impl WorkerRegion {
         // `ProducerCore::reset`/`ConsumerCore::reset` (and with the magic's Release,
         // already acquired by `read_header`, at creation).
         let start = |off: usize| m.word64(off).load(Ordering::Acquire);
+        let producer = |ring: RingGeom| {
+            ProducerCore::new(
+                m.clone(),
+                ring,
+                start(ring.head_off()),
+                start(ring.tail_off()),
+            )
+        };
         Ok(WorkerEnd {
             audio_in: AudioConsumer::new(
                 ConsumerCore::new(m.clone(), g.audio_in, start(g.audio_in.tail_off())),
                 l.channels_in,
                 l.block_frames,
             ),
-            audio_out: AudioProducer::new(
-                ProducerCore::new(m.clone(), g.audio_out, start(g.audio_out.head_off())),
-                l.channels_out,
-                l.block_frames,
-            ),
+            audio_out: AudioProducer::new(producer(g.audio_out), l.channels_out, l.block_frames),
             commands: CommandConsumer::new(ConsumerCore::new(
                 m.clone(),
                 g.commands,
                 start(g.commands.tail_off()),
             )),
-            events: EventProducer::new(ProducerCore::new(
-                m.clone(),
-                g.events,
-                start(g.events.head_off()),
-            )),
+            events: EventProducer::new(producer(g.events)),
             bell: WorkerBell::new(Words::new(m.clone())),
         })
     }

@@ -177,16 +177,21 @@ pub(crate) struct ProducerCore {
 }
 
 impl ProducerCore {
-    /// A producer starting at `head` (host: 0 at creation; worker: read from the region
-    /// at open — a value the host chose, validated like any other when tail is loaded).
-    pub(crate) fn new(map: Arc<Mapping>, g: RingGeom, head: u64) -> Self {
+    /// A producer starting at `head` with the consumer at `tail` (host: 0, 0 at
+    /// creation; worker: both read from the region when it takes its end). A `tail`
+    /// that is not within one ring's worth behind `head` starts the ring faulted.
+    pub(crate) fn new(map: Arc<Mapping>, g: RingGeom, head: u64, tail: u64) -> Self {
         debug_assert!(g.capacity.is_power_of_two() && g.end() <= map.len());
+        let (cached_tail, fault) = match check_tail(tail, head.wrapping_sub(g.capacity), head) {
+            Ok(t) => (t, None),
+            Err(e) => (head, Some(e.fault(g.id))),
+        };
         Self {
             map,
             g,
             head,
-            cached_tail: head,
-            fault: None,
+            cached_tail,
+            fault,
         }
     }
 

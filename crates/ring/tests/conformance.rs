@@ -308,6 +308,33 @@ fn wait_output_discards_stale_blocks_and_respects_deadline<F: Fixture>() {
     });
 }
 
+fn done_spam_cannot_hold_wait_output_past_its_deadline<F: Fixture>() {
+    let _wd = Watchdog::arm("done_spam", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let mut h = host.host_end().unwrap();
+    let we = w.worker_end().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A worker that signals `done` as fast as it can but never delivers a block.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                we.bell.signal_done();
+            }
+        });
+        let mut out = vec![0.0f32; 16];
+        for cycle in 0..20 {
+            let deadline = MonoTime::now() + Duration::from_millis(5);
+            assert_eq!(
+                h.wait_output(cycle, &mut out, deadline),
+                Ok(OutputStatus::Late)
+            );
+            assert!(MonoTime::now() >= deadline);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 fn reset_lets_a_fresh_worker_continue<F: Fixture>() {
     let host = F::create("p:0", mono16(4));
     let mut h = host.host_end().unwrap();
@@ -451,6 +478,10 @@ macro_rules! conformance {
             #[test]
             fn wait_output_discards_stale_blocks_and_respects_deadline() {
                 super::wait_output_discards_stale_blocks_and_respects_deadline::<$fx>();
+            }
+            #[test]
+            fn done_spam_cannot_hold_wait_output_past_its_deadline() {
+                super::done_spam_cannot_hold_wait_output_past_its_deadline::<$fx>();
             }
             #[test]
             fn reset_lets_a_fresh_worker_continue() {

@@ -543,3 +543,25 @@ fn concurrent_word_scribbler_cannot_hang_or_crash_either_end() {
         assert!(faults > 0, "wild counters went unnoticed");
     });
 }
+
+/// A worker taking its end from a region whose counters the host (or a previous
+/// worker) left inconsistent starts with those rings faulted instead of trusting them.
+#[test]
+fn worker_end_from_inconsistent_counters_starts_faulted() {
+    let region = HostRegion::create_heap("p:0", LAYOUT).unwrap();
+    let peer = region.peer_access();
+    let tail = peer
+        .words()
+        .into_iter()
+        .find(|w| w.name == "audio_out.tail")
+        .unwrap();
+    peer.write_word(tail, 1 << 40); // consumer "ahead" of the worker's head (0)
+    let mut we = region.open_worker().unwrap().worker_end().unwrap();
+    let block = vec![0.0f32; LAYOUT.output_samples()];
+    assert!(matches!(
+        we.audio_out.push(0, &block),
+        Err(PushError::Fault(RingFault::CounterAhead { .. }))
+    ));
+    // The other rings are unaffected.
+    assert_eq!(we.events.push(Event::Ack { seq: 1 }), Ok(1));
+}
