@@ -443,7 +443,8 @@ impl<B: Backing> HostRegion<B> {
     pub fn host_end(&self) -> Result<HostEnd, RegionError> {
         if self
             .host_end_taken
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+            // Relaxed: the flag guards only itself (one taker), it publishes nothing.
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             return Err(RegionError::AlreadyTaken {
                 slot: self.slot.clone(),
@@ -687,7 +688,8 @@ impl WorkerRegion {
     pub fn worker_end(&self) -> Result<WorkerEnd, OpenError> {
         if self
             .worker_end_taken
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+            // Relaxed: the flag guards only itself (one taker), it publishes nothing.
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             return Err(OpenError::AlreadyTaken {
                 slot: self.slot.clone(),

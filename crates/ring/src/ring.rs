@@ -265,8 +265,9 @@ impl ProducerCore {
         self.fault = None;
         let head = self.map.word64(self.g.head_off());
         let tail = self.map.word64(self.g.tail_off());
-        // Release: the next worker opens the region after the host hands it the fd
-        // (exec is a full barrier anyway); these make the values visible to any thread.
+        // Release pairs with the Acquire loads of the starting counters in
+        // `WorkerRegion::worker_end` (a worker in another thread of this process; across
+        // processes the fd handover and exec order them anyway).
         head.store(self.head, Ordering::Release);
         tail.store(self.head, Ordering::Release);
     }
@@ -372,7 +373,8 @@ impl ConsumerCore {
         self.fault = None;
         let head = self.map.word64(self.g.head_off());
         let tail = self.map.word64(self.g.tail_off());
-        // Release: see `ProducerCore::reset`.
+        // Release pairs with the Acquire loads in `WorkerRegion::worker_end`, as in
+        // `ProducerCore::reset`.
         tail.store(self.tail, Ordering::Release);
         head.store(self.tail, Ordering::Release);
     }

@@ -417,7 +417,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// Arbitrary words and byte runs interleaved with honest operation (heap region).
     #[test]
@@ -427,7 +427,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// The same over a real memfd with two mappings (host's and the worker's).
     #[test]
