@@ -116,16 +116,28 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod denormal;
+pub mod fault;
 mod instance;
 pub mod modules;
 mod processor;
+mod run;
 pub mod smooth;
+mod sys;
 
 pub use instance::{Instance, rt_guard};
 pub use processor::{
     AudioIn, AudioOut, ParamError, ParamKind, ParamSpec, ProcessConfig, ProcessContext, Processor,
     StateError,
+};
+pub use run::{
+    DEFAULT_HOST_TIMEOUT, Outcome, RunOptions, StartError, WAIT_SLICE, Worker, error_code,
+    exit_status, fault_code, grandchild_main, run, run_with,
+};
+pub use sys::{
+    DEFAULT_SAMPLE_RATE, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE, ENV_SLOT,
+    EnvError, StartEnv,
 };
 
 // The library's own unit tests run with the allocation guard armed, like the binary.
