@@ -493,6 +493,8 @@ impl<P: Processor> Worker<P> {
                 // if it did, the block is dropped and the host sees it late.
                 Err(PushError::Full | PushError::WrongLength { .. }) => {}
             }
+            // Beat before done: a host that saw the block also sees the beat.
+            self.end.bell.beat();
             self.end.bell.signal_done();
             if let Some(outcome) = self.apply_commands() {
                 return Some(outcome);
