@@ -505,7 +505,7 @@ pub fn test_input(layout: &SlotLayout, block: u64) -> Vec<f32> {
             let n = block as usize * frames + i;
             let t = n as f32 / SAMPLE_RATE as f32;
             let tone = (std::f32::consts::TAU * (220.0 + 110.0 * c as f32) * t).sin();
-            let click = if n % 1000 == 0 { 1.0 } else { 0.0 };
+            let click = if n.is_multiple_of(1000) { 1.0 } else { 0.0 };
             v[c * frames + i] = 0.5 * tone + click;
         }
     }
