@@ -427,35 +427,56 @@ impl<P: Processor> Worker<P> {
     /// Real-time safe: no allocation, lock or logging; the only blocking call is the
     /// bounded doorbell wait.
     pub fn run(&mut self, stop: &AtomicBool, host_timeout: Duration, process: bool) -> Outcome {
-        let mut host_beat = self.end.bell.host_heartbeat();
-        let mut host_beat_at = MonoTime::now();
+        let mut watch = HostWatch {
+            beat: self.end.bell.host_heartbeat(),
+            since: MonoTime::now(),
+            timeout: host_timeout,
+        };
         loop {
-            // Read before draining: a ring after this read makes the wait below return at
-            // once, so no block pushed after the drain is left sleeping.
-            let seen = self.end.bell.doorbell();
-            // Relaxed: a flag set by the signal handler; nothing is published through it.
-            if stop.load(Ordering::Relaxed) {
-                return Outcome::Stopped;
-            }
-            if process && let Some(outcome) = self.pump() {
+            // Every iteration runs under the allocation guard (debug builds, with
+            // `AllocDisabler` as global allocator): the loop itself never allocates; only
+            // deliberate faults are let through with `permit_alloc`.
+            let step =
+                assert_no_alloc::assert_no_alloc(|| self.iteration(stop, process, &mut watch));
+            if let Some(outcome) = step {
                 return outcome;
             }
-            self.end.bell.beat();
-            let now = MonoTime::now();
-            let beat = self.end.bell.host_heartbeat();
-            if beat != host_beat {
-                host_beat = beat;
-                host_beat_at = now;
-            } else {
-                let still_for = now.saturating_duration_since(host_beat_at);
-                if still_for >= host_timeout {
-                    return Outcome::HostGone { still_for };
-                }
-            }
-            self.end
-                .bell
-                .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
         }
+    }
+
+    /// One turn of the loop: commands, blocks, heartbeat, host watch, bounded wait.
+    fn iteration(
+        &mut self,
+        stop: &AtomicBool,
+        process: bool,
+        watch: &mut HostWatch,
+    ) -> Option<Outcome> {
+        // Read before draining: a ring after this read makes the wait below return at
+        // once, so no block pushed after the drain is left sleeping.
+        let seen = self.end.bell.doorbell();
+        // Relaxed: a flag set by the signal handler; nothing is published through it.
+        if stop.load(Ordering::Relaxed) {
+            return Some(Outcome::Stopped);
+        }
+        if process && let Some(outcome) = self.pump() {
+            return Some(outcome);
+        }
+        self.end.bell.beat();
+        let now = MonoTime::now();
+        let beat = self.end.bell.host_heartbeat();
+        if beat != watch.beat {
+            watch.beat = beat;
+            watch.since = now;
+        } else {
+            let still_for = now.saturating_duration_since(watch.since);
+            if still_for >= watch.timeout {
+                return Some(Outcome::HostGone { still_for });
+            }
+        }
+        self.end
+            .bell
+            .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+        None
     }
 
     /// Applies pending commands, then processes every pending block, applying commands
@@ -513,19 +534,26 @@ impl<P: Processor> Worker<P> {
         {
             self.fire();
         }
-        if self.triggered
-            && self.faults.leak_fds
-            && let Ok(f) = std::fs::File::open("/dev/null")
-        {
-            use std::os::fd::IntoRawFd;
-            // Leaked on purpose: the fd stays open until the process exits.
-            let _leaked = f.into_raw_fd();
+        if self.triggered && self.faults.leak_fds {
+            // A fault on purpose, so the allocation (the path) is allowed.
+            assert_no_alloc::permit_alloc(|| {
+                if let Ok(f) = std::fs::File::open("/dev/null") {
+                    use std::os::fd::IntoRawFd;
+                    // Leaked on purpose: the fd stays open until the process exits.
+                    let _leaked = f.into_raw_fd();
+                }
+            });
         }
     }
 
     /// The trigger fires: commit the sudden fault, arm the per-block ones.
     fn fire(&mut self) {
         self.triggered = true;
+        // Faults on purpose may allocate (exit handlers, say).
+        assert_no_alloc::permit_alloc(|| self.commit_sudden());
+    }
+
+    fn commit_sudden(&self) {
         match self.faults.sudden {
             None => {}
             Some(Sudden::Segv) => {
@@ -612,6 +640,14 @@ impl<P: Processor> Worker<P> {
         // free_slots() call.
         let _ = self.end.events.push(event);
     }
+}
+
+/// The host heartbeat as last seen, for the "host is gone" verdict.
+#[derive(Debug)]
+struct HostWatch {
+    beat: u64,
+    since: MonoTime,
+    timeout: Duration,
 }
 
 /// A short description of a decode error for `Event::Error` (no allocation: static text).
