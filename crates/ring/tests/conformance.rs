@@ -2,6 +2,8 @@
 //! sealed memfd region (opened on the worker side through `WorkerRegion::open` of a
 //! duplicated fd, i.e. a second mapping, as in a worker process).
 
+#![cfg(not(loom))]
+
 mod common;
 
 use std::time::Duration;
