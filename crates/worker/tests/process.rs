@@ -13,9 +13,9 @@ use slotpool_ring::{Command as Cmd, Event, ShortStr, WorkerState};
 use slotpool_worker::modules::{self, ModuleSpec};
 use slotpool_worker::{Instance, ProcessConfig, error_code};
 
-#[cfg(debug_assertions)]
+// Debug builds: any allocation inside a process() call aborts.
 #[global_allocator]
-static ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+static ALLOC: slotpool_worker::GuardAllocator = slotpool_worker::GuardAllocator;
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_slotpool-worker"))

@@ -2,9 +2,9 @@
 //! Run it as a slot program (`command = "worker-tremolo"` in a config); by hand it exits 2.
 use slotpool_worker::{AudioIn, AudioOut, ParamSpec, ProcessConfig, ProcessContext, Processor};
 
-#[cfg(debug_assertions)] // debug builds: an allocation inside process() aborts
+// Debug builds: any allocation inside a process() call aborts.
 #[global_allocator]
-static ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+static ALLOC: slotpool_worker::GuardAllocator = slotpool_worker::GuardAllocator;
 
 const PARAMS: &[ParamSpec] = &[ParamSpec::continuous(0, "depth", "", 0.0, 1.0, 0.5)];
 
