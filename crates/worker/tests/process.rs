@@ -324,10 +324,10 @@ fn shutdown_command_is_acked_then_it_exits_0() {
 fn exits_3_once_the_host_heartbeat_stops_advancing() {
     let _dog = Watchdog::arm("host_timeout", PATIENCE * 3);
     let mut host = TestHost::new("lonely:0", stereo(64));
-    let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "300ms"]);
-    // While the host beats, the worker stays well past its timeout.
+    let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "500ms"]);
+    // While the host beats (every 5 ms), the worker stays well past its timeout.
     assert!(
-        w.wait_exit(Duration::from_millis(900)).is_none(),
+        w.wait_exit(Duration::from_millis(1500)).is_none(),
         "{}",
         w.stderr_text()
     );
