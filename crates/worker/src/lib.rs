@@ -69,9 +69,10 @@
 //! 1. sets `PR_SET_PDEATHSIG(SIGKILL)` itself (so it holds even if the host forgot), then
 //!    checks `getppid() == SLOTPOOL_PARENT_PID`: if the parent already changed, the host
 //!    died before the death signal was armed, and the worker exits with status 3;
-//! 2. takes the region fd (marking it close-on-exec, so its own children never inherit it),
-//!    opens and validates the region (seals, size, magic, ABI version, layout) and checks
-//!    the slot name;
+//! 2. opens and validates the region (seals, size, magic, ABI version, layout), checks
+//!    that the header's slot name equals `SLOTPOOL_SLOT`, and closes the inherited fd once
+//!    mapped, so that its own children never inherit it (this SDK takes the fd without
+//!    `unsafe` by reopening `/proc/self/fd/N` and closing `N`);
 //! 3. writes its pid and state `STARTING`;
 //! 4. prepares the processor (the only phase that may allocate);
 //! 5. announces every parameter as `Event::Param { id, default, name }` in id order;
@@ -88,6 +89,11 @@
 //! sleeps); bump `worker_heartbeat`; then wait on the doorbell futex with a bounded timeout.
 //! Commands are applied between blocks, never inside one. A block is only taken from the
 //! input ring when the output ring has room for its result (back-pressure instead of loss).
+//!
+//! The host rings the doorbell after pushing input blocks, and should ring it after pushing
+//! commands too; a command pushed without a ring is still seen within [`WAIT_SLICE`].
+//! A command is only taken when the event ring has room for its answer, so a host that
+//! stops reading events stalls its commands instead of losing answers.
 //!
 //! Commands: `SetParam` (validated, clamped; continuous parameters glide), `Reset`,
 //! `Bypass`, `Ping` (acked), `Shutdown`. Each command is answered by `Event::Ack { seq }`, or
