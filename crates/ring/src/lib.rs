@@ -85,6 +85,7 @@ compile_error!(
 
 mod audio;
 mod bell;
+pub mod denormal;
 mod layout;
 mod mapping;
 mod records;

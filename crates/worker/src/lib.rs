@@ -117,13 +117,14 @@
 //! allocation guard too. The guard only fires when the program's global allocator is
 //! [`GuardAllocator`] (declare it in your `main.rs` as above; the `slotpool-worker` binary
 //! does) and only in debug builds.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod denormal;
+/// The denormal guard, re-exported from the ring crate (which holds all unsafe code).
+pub use slotpool_ring::denormal;
 pub mod fault;
 mod instance;
 pub mod modules;

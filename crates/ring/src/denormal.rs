@@ -10,11 +10,10 @@
 //! floating-point environment, so a register-only computation whose result leaves the call
 //! by value may be scheduled outside it.
 //!
-//! This module holds the worker crate's only `unsafe` code: reading and writing the SSE
-//! control register (MXCSR) needs `stmxcsr`/`ldmxcsr`, for which Rust offers no safe
-//! wrapper. On targets other than x86_64 the guard does nothing (and
+//! It lives in the ring crate because the workspace keeps all `unsafe` code here: reading
+//! and writing the SSE control register (MXCSR) needs `stmxcsr`/`ldmxcsr`, for which Rust
+//! offers no safe wrapper. The worker's `Instance` and the host's audio thread both use it. On targets other than x86_64 the guard does nothing (and
 //! [`GUARD_SUPPORTED`] is `false`); porting it means one more `cfg` arm here.
-#![allow(unsafe_code)]
 
 /// Whether this target has a denormal guard.
 pub const GUARD_SUPPORTED: bool = cfg!(target_arch = "x86_64");
