@@ -1,1 +1,146 @@
-//! slotpool-worker (filled by its issue).
+//! # slotpool-worker: the worker SDK
+//!
+//! A slotpool worker is a process that runs one DSP module for one slot of the host's
+//! patch. It talks to the host only through its *slot region* (a sealed memfd holding
+//! lock-free rings, see `docs/ABI.md` and the `slotpool-ring` crate) and is supervised like
+//! a supervisord program. This crate is everything a worker needs:
+//!
+//! - the [`Processor`] trait your DSP implements;
+//! - [`run`], the whole worker main: start-up handshake, the process loop, exit codes;
+//! - the built-in modules ([`modules`]) that the `slotpool-worker` binary runs, usable as
+//!   plain library objects (the host's in-process reference renderer builds them through
+//!   [`modules::ModuleSpec`]);
+//! - [`Instance`], the wrapper every real-time call goes through (denormal guard and, in
+//!   debug builds, an allocation guard), shared by the worker loop and in-process rendering
+//!   so both compute bit-identical output.
+//!
+//! ## A complete worker
+//!
+//! ```no_run
+//! use slotpool_worker::{AudioIn, AudioOut, ParamKind, ParamSpec, ProcessConfig};
+//! use slotpool_worker::{ProcessContext, Processor};
+//!
+//! // Debug builds: make any allocation inside process() abort (recommended).
+//! #[cfg(debug_assertions)]
+//! #[global_allocator]
+//! static ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+//!
+//! const PARAMS: &[ParamSpec] = &[ParamSpec {
+//!     id: 0, name: "amount", unit: "", min: 0.0, max: 1.0, default: 1.0,
+//!     kind: ParamKind::Continuous,
+//! }];
+//!
+//! struct Invert { amount: f32 }
+//!
+//! impl Processor for Invert {
+//!     fn params(&self) -> &[ParamSpec] { PARAMS }
+//!     fn prepare(&mut self, _config: &ProcessConfig) {}
+//!     fn process(&mut self, input: &AudioIn<'_>, output: &mut AudioOut<'_>, _: &ProcessContext) {
+//!         for (c, out) in output.channels_mut().enumerate() {
+//!             for (y, x) in out.iter_mut().zip(input.channel_for_output(c)) {
+//!                 *y = -x * self.amount;
+//!             }
+//!         }
+//!     }
+//!     fn set_param(&mut self, _id: u32, value: f32) { self.amount = value; }
+//!     fn reset(&mut self) {}
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     slotpool_worker::run(Invert { amount: 1.0 })
+//! }
+//! ```
+//!
+//! `examples/worker-tremolo` in the repository is such a worker, built and run by the tests.
+//!
+//! ## The start-up contract (the ABI for workers in any language)
+//!
+//! The host starts a worker by `exec` (never a bare fork), in its own process group, with
+//! `PR_SET_PDEATHSIG(SIGKILL)` already set, and with these environment variables:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SLOTPOOL_REGION_FD` | required: decimal number of the inherited fd of the slot region (a sealed memfd) |
+//! | `SLOTPOOL_SLOT` | required: the slot's name, `<program>:<index>`; must equal the name in the region header |
+//! | `SLOTPOOL_READY_FD` | optional: decimal fd of a pipe; the worker writes one byte `\n` and closes it when ready |
+//! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, only the heartbeat watch detects a lost host) |
+//! | `SLOTPOOL_SAMPLE_RATE` | optional: frames per second (default 48000); the region layout does not carry it |
+//!
+//! The worker, in this order:
+//! 1. sets `PR_SET_PDEATHSIG(SIGKILL)` itself (so it holds even if the host forgot), then
+//!    checks `getppid() == SLOTPOOL_PARENT_PID`: if the parent already changed, the host
+//!    died before the death signal was armed, and the worker exits with status 3;
+//! 2. takes the region fd (marking it close-on-exec, so its own children never inherit it),
+//!    opens and validates the region (seals, size, magic, ABI version, layout) and checks
+//!    the slot name;
+//! 3. writes its pid and state `STARTING`;
+//! 4. prepares the processor (the only phase that may allocate);
+//! 5. announces every parameter as `Event::Param { id, default, name }` in id order;
+//! 6. sets state `RUNNING` and writes `\n` to the ready fd, then closes it.
+//!
+//! Started without `SLOTPOOL_REGION_FD` or `SLOTPOOL_SLOT` (by hand, say), a worker
+//! prints one line saying how it is meant to be started and exits with status 2.
+//!
+//! ## The process loop
+//!
+//! Each iteration: apply pending commands (each acknowledged by its sequence number);
+//! process every pending input block in cycle order, pushing each output block tagged with
+//! the input's cycle and publishing `done` after each (the host is woken only when it
+//! sleeps); bump `worker_heartbeat`; then wait on the doorbell futex with a bounded timeout.
+//! Commands are applied between blocks, never inside one. A block is only taken from the
+//! input ring when the output ring has room for its result (back-pressure instead of loss).
+//!
+//! Commands: `SetParam` (validated, clamped; continuous parameters glide), `Reset`,
+//! `Bypass`, `Ping` (acked), `Shutdown`. Each command is answered by `Event::Ack { seq }`, or
+//! by `Event::Error { seq, code, .. }` when refused (codes in [`error_code`]).
+//!
+//! ## Exit statuses
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | stopped on request: SIGTERM, SIGINT or the `Shutdown` command |
+//! | 1 | the region could not be opened or the host broke the protocol (message on stderr) |
+//! | 2 | started wrongly: the environment above is missing or malformed, or bad arguments |
+//! | 3 | the host is gone: parent changed at start, or `host_heartbeat` did not advance for the host timeout |
+//!
+//! ## Real-time rules
+//!
+//! [`Processor::process`], [`Processor::set_param`] and [`Processor::reset`] run on the
+//! process loop and must not allocate, lock, log or block. Every such call goes through
+//! [`rt_guard`]: flush-to-zero/denormals-are-zero set for the call, and
+//! `assert_no_alloc::assert_no_alloc` around it. The allocation guard only fires when the
+//! program's global allocator is `assert_no_alloc::AllocDisabler` (declare it in your
+//! `main.rs` as above; the `slotpool-worker` binary does) and only in debug builds.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod denormal;
+pub mod fault;
+mod instance;
+pub mod modules;
+mod processor;
+mod run;
+pub mod smooth;
+mod sys;
+
+pub use instance::{Instance, rt_guard};
+pub use processor::{
+    AudioIn, AudioOut, ParamError, ParamKind, ParamSpec, ProcessConfig, ProcessContext, Processor,
+    StateError,
+};
+pub use run::{
+    DEFAULT_HOST_TIMEOUT, Outcome, RunOptions, StartError, WAIT_SLICE, Worker, error_code,
+    exit_status, fault_code, grandchild_main, run, run_with,
+};
+pub use sys::{
+    DEFAULT_SAMPLE_RATE, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE, ENV_SLOT,
+    EnvError, StartEnv,
+};
+
+// The library's own unit tests run with the allocation guard armed, like the binary.
+#[cfg(all(test, debug_assertions))]
+#[global_allocator]
+static TEST_ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;

@@ -1,0 +1,635 @@
+//! The worker main: start-up handshake ([`run`], [`run_with`]) and the process loop
+//! ([`Worker`]).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use slotpool_ring::{
+    Command, Event, MonoTime, OpenError, PushError, RecordError, RingFault, ShortStr, WorkerEnd,
+    WorkerRegion, WorkerState,
+};
+
+use crate::fault::{FaultPlan, Sudden, Trigger};
+use crate::instance::Instance;
+use crate::processor::{ParamError, ProcessConfig, Processor};
+use crate::sys::{self, StartEnv};
+
+/// Default of [`RunOptions::host_timeout`].
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest single sleep on the doorbell. Bounds how late the loop sees SIGTERM, a stalled
+/// host heartbeat or a command pushed without a doorbell ring, and sets the idle
+/// heartbeat rate (about 50 beats per second).
+pub const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// Codes of `Event::Error` sent in answer to a refused command.
+pub mod error_code {
+    /// `SetParam` named an id the processor does not have.
+    pub const UNKNOWN_PARAM: u32 = 1;
+    /// `SetParam` carried NaN or an infinity.
+    pub const BAD_VALUE: u32 = 2;
+    /// A command record could not be decoded (it was skipped).
+    pub const BAD_RECORD: u32 = 3;
+}
+
+/// Fault codes the worker writes into the header's `fault_code` word with state `FAULTED`.
+pub mod fault_code {
+    /// The host broke the ring protocol (a counter out of range); the worker exits 1.
+    pub const HOST_RING_FAULT: u32 = 1;
+}
+
+/// How the loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Exit with status 3 when the host heartbeat has not advanced for this long.
+    pub host_timeout: Duration,
+    /// Faults to commit on purpose (none by default).
+    pub faults: FaultPlan,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            host_timeout: DEFAULT_HOST_TIMEOUT,
+            faults: FaultPlan::default(),
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// SIGTERM or SIGINT (the stop flag).
+    Stopped,
+    /// A `Shutdown` command (acknowledged before returning).
+    Shutdown {
+        /// Its seq.
+        seq: u64,
+    },
+    /// The host heartbeat did not advance for the host timeout.
+    HostGone {
+        /// How long it had been still.
+        still_for: Duration,
+    },
+    /// The host broke the ring protocol.
+    HostFault(RingFault),
+}
+
+/// Exit statuses, decided here and nowhere else.
+pub mod exit_status {
+    /// Stopped on request.
+    pub const CLEAN: u8 = 0;
+    /// Region or protocol error.
+    pub const ERROR: u8 = 1;
+    /// Started wrongly (environment or arguments).
+    pub const USAGE: u8 = 2;
+    /// The host is gone.
+    pub const HOST_GONE: u8 = 3;
+}
+
+impl Outcome {
+    /// The exit status for this outcome.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Outcome::Stopped | Outcome::Shutdown { .. } => exit_status::CLEAN,
+            Outcome::HostGone { .. } => exit_status::HOST_GONE,
+            Outcome::HostFault(_) => exit_status::ERROR,
+        }
+    }
+}
+
+/// Why start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The environment is missing or malformed (exit 2).
+    #[error(transparent)]
+    Env(#[from] sys::EnvError),
+    /// The parent changed before the death signal was armed (exit 3).
+    #[error("the host (pid {expected}) is already gone (parent is now pid {found}); nothing to do")]
+    ParentGone {
+        /// `SLOTPOOL_PARENT_PID`.
+        expected: i32,
+        /// `getppid()`.
+        found: i32,
+    },
+    /// A system call failed (exit 1).
+    #[error("{0}")]
+    Sys(String),
+    /// The region is not a valid slot region (exit 1).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The region belongs to another slot (exit 1).
+    #[error(
+        "the region handed over is for slot `{region}`, but {env} says `{slot}`; the host \
+         passed the wrong fd"
+    )]
+    WrongSlot {
+        /// Name in the region header.
+        region: String,
+        /// `SLOTPOOL_SLOT`.
+        slot: String,
+        /// The variable's name.
+        env: &'static str,
+    },
+    /// The processor's parameter table is malformed (exit 1).
+    #[error("parameter {index} (`{name}`) has id {id}; ids must equal their index in params()")]
+    BadParamTable {
+        /// Index in the table.
+        index: usize,
+        /// Its name.
+        name: &'static str,
+        /// Its id.
+        id: u32,
+    },
+    /// The host wrote impossible ring counters before the loop started (exit 1).
+    #[error("ring fault during start-up: {0}")]
+    Ring(#[from] RingFault),
+}
+
+impl StartError {
+    fn exit_status(&self) -> u8 {
+        match self {
+            StartError::Env(_) => exit_status::USAGE,
+            StartError::ParentGone { .. } => exit_status::HOST_GONE,
+            _ => exit_status::ERROR,
+        }
+    }
+}
+
+/// The whole worker main: `fn main() -> ExitCode { slotpool_worker::run(MyDsp::new()) }`.
+/// Follows the start-up contract of the crate docs, runs the loop, and returns the exit
+/// status (0 stopped, 1 error, 2 not started by a host, 3 host gone).
+pub fn run<P: Processor>(processor: P) -> ExitCode {
+    run_with(processor, RunOptions::default())
+}
+
+/// [`run`] with options (host timeout, fault injection).
+pub fn run_with<P: Processor>(processor: P, options: RunOptions) -> ExitCode {
+    let program = program_name();
+    let env = match StartEnv::from_env() {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(exit_status::USAGE);
+        }
+    };
+    let tag = format!("{program}[{}] (pid {})", env.slot, sys::own_pid());
+    let stop = match sys::stop_flag(options.faults.ignore_sigterm) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("{tag}: cannot install the SIGTERM handler: {e}");
+            return ExitCode::from(exit_status::ERROR);
+        }
+    };
+    let (mut worker, ready_fd) = match start(processor, &env, &options) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("{tag}: {e}");
+            return ExitCode::from(e.exit_status());
+        }
+    };
+    let faults = options.faults;
+    if faults.fork_child {
+        match fork_grandchild() {
+            Ok(pid) => eprintln!("{tag}: fault fork-child: grandchild pid {pid}"),
+            Err(e) => eprintln!("{tag}: fault fork-child: could not start the grandchild: {e}"),
+        }
+    }
+    if let Some(delay) = faults.slow_start
+        && sleep_unless_stopped(delay, &stop)
+    {
+        return finish(&tag, &worker, Outcome::Stopped);
+    }
+    let ready = !faults.never_ready;
+    if ready {
+        worker.mark_running();
+        if let Some(fd) = ready_fd
+            && let Err(e) = sys::report_ready(fd)
+        {
+            // The host stopped listening; its supervisor decides what that means.
+            eprintln!("{tag}: writing the ready byte failed: {e}");
+        }
+    }
+    let outcome = worker.run(&stop, options.host_timeout, ready);
+    finish(&tag, &worker, outcome)
+}
+
+fn finish<P: Processor>(tag: &str, worker: &Worker<P>, outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Stopped => eprintln!("{tag}: stopping on signal"),
+        Outcome::Shutdown { seq } => eprintln!("{tag}: stopping on Shutdown command (seq {seq})"),
+        Outcome::HostGone { still_for } => eprintln!(
+            "{tag}: the host's heartbeat has not advanced for {:.1} s: the host is gone, exiting",
+            still_for.as_secs_f64()
+        ),
+        Outcome::HostFault(f) => eprintln!("{tag}: the host broke the ring protocol: {f}"),
+    }
+    worker.mark_finished(&outcome);
+    ExitCode::from(outcome.exit_status())
+}
+
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "slotpool-worker".to_string())
+}
+
+/// Steps 1–5 of the start-up contract; returns the worker (state STARTING, parameters
+/// announced) and the ready fd to write once it runs.
+fn start<P: Processor>(
+    processor: P,
+    env: &StartEnv,
+    options: &RunOptions,
+) -> Result<(Worker<P>, Option<std::os::fd::OwnedFd>), StartError> {
+    sys::set_parent_death_kill()
+        .map_err(|e| StartError::Sys(format!("prctl(PR_SET_PDEATHSIG) failed: {e}")))?;
+    if let Some(expected) = env.parent_pid {
+        let found = sys::parent_pid();
+        if found != expected {
+            return Err(StartError::ParentGone { expected, found });
+        }
+    }
+    let region_fd = sys::take_inherited_fd(env.region_fd, true, false)
+        .map_err(|e| StartError::Sys(format!("{}: {e}", sys::ENV_REGION_FD)))?;
+    let ready_fd = env
+        .ready_fd
+        .map(|fd| sys::take_inherited_fd(fd, true, true))
+        .transpose()
+        .map_err(|e| StartError::Sys(format!("{}: {e}", sys::ENV_READY_FD)))?;
+    let region = WorkerRegion::open(region_fd)?;
+    if region.slot_name() != env.slot {
+        return Err(StartError::WrongSlot {
+            region: region.slot_name().to_string(),
+            slot: env.slot.clone(),
+            env: sys::ENV_SLOT,
+        });
+    }
+    let worker = Worker::new(
+        processor,
+        region,
+        env.sample_rate as f32,
+        options.faults,
+        options.host_timeout,
+    )?;
+    Ok((worker, ready_fd))
+}
+
+/// Sleeps `d` in slices; returns whether the stop flag was raised meanwhile.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = MonoTime::now().saturating_add(d);
+    loop {
+        // Relaxed: a flag set by the signal handler; nothing else is published through it.
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = MonoTime::now();
+        if now >= end {
+            return false;
+        }
+        std::thread::sleep(end.saturating_duration_since(now).min(WAIT_SLICE));
+    }
+}
+
+/// The grandchild of `--fault fork-child`: this executable with `--fault-grandchild`.
+fn fork_grandchild() -> std::io::Result<u32> {
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .arg("--fault-grandchild")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    // Dropping `Child` neither waits for nor kills it: it stays behind on purpose.
+    Ok(child.id())
+}
+
+/// Body of the grandchild of `--fault fork-child`: sleeps until killed (at most ten
+/// minutes, so that a forgotten one does not live forever).
+pub fn grandchild_main() -> ExitCode {
+    std::thread::sleep(Duration::from_secs(600));
+    ExitCode::SUCCESS
+}
+
+/// One worker attached to its region: the processor instance, the worker end of the
+/// rings, and the buffers of the loop (allocated here, never in the loop).
+#[derive(Debug)]
+pub struct Worker<P: Processor> {
+    instance: Instance<P>,
+    region: WorkerRegion,
+    end: WorkerEnd,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    faults: FaultPlan,
+    /// The trigger fired: per-block faults are active.
+    triggered: bool,
+}
+
+impl<P: Processor> Worker<P> {
+    /// Attaches to `region`: writes the pid and state STARTING, prepares the processor for
+    /// the region's layout at `sample_rate`, announces every parameter as `Event::Param`.
+    /// If the event ring is full, waits up to `announce_timeout` for the host to drain it.
+    pub fn new(
+        processor: P,
+        region: WorkerRegion,
+        sample_rate: f32,
+        faults: FaultPlan,
+        announce_timeout: Duration,
+    ) -> Result<Self, StartError> {
+        for (index, p) in processor.params().iter().enumerate() {
+            if p.id as usize != index {
+                return Err(StartError::BadParamTable {
+                    index,
+                    name: p.name,
+                    id: p.id,
+                });
+            }
+        }
+        let mut end = region.worker_end()?;
+        end.bell.set_pid(sys::own_pid());
+        end.bell.set_state(WorkerState::Starting);
+        let layout = region.layout();
+        let config = ProcessConfig {
+            sample_rate,
+            block_frames: layout.block_frames as usize,
+            channels_in: layout.channels_in as usize,
+            channels_out: layout.channels_out as usize,
+        };
+        let instance = Instance::new(processor, config);
+        let deadline = MonoTime::now().saturating_add(announce_timeout);
+        for p in instance.processor().params() {
+            let event = Event::Param {
+                id: p.id,
+                default: p.default,
+                name: ShortStr::new(p.name),
+            };
+            loop {
+                match end.events.push(event) {
+                    Ok(_) => break,
+                    Err(PushError::Full) if MonoTime::now() < deadline => {
+                        end.bell.beat();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(PushError::Full) => {
+                        return Err(StartError::Sys(format!(
+                            "the event ring stayed full for {:.1} s while announcing \
+                             parameter `{}`: the host does not read events",
+                            announce_timeout.as_secs_f64(),
+                            p.name
+                        )));
+                    }
+                    Err(PushError::Fault(f)) => return Err(f.into()),
+                    Err(e @ PushError::WrongLength { .. }) => {
+                        return Err(StartError::Sys(format!("event push: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            input: vec![0.0; config.input_samples()],
+            output: vec![0.0; config.output_samples()],
+            instance,
+            region,
+            end,
+            faults,
+            triggered: false,
+        })
+    }
+
+    /// Publishes state RUNNING.
+    pub fn mark_running(&self) {
+        self.end.bell.set_state(WorkerState::Running);
+    }
+
+    /// Publishes the final state for `outcome` (STOPPING, or FAULTED with a fault code).
+    pub fn mark_finished(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::HostFault(_) => {
+                self.end.bell.set_fault(fault_code::HOST_RING_FAULT);
+                self.end.bell.set_state(WorkerState::Faulted);
+            }
+            _ => self.end.bell.set_state(WorkerState::Stopping),
+        }
+    }
+
+    /// The processor instance (for inspection in tests and embedders).
+    pub fn instance(&self) -> &Instance<P> {
+        &self.instance
+    }
+
+    /// The process loop. Returns when `stop` is raised, a `Shutdown` command arrives, the
+    /// host heartbeat stalls for `host_timeout`, or the host breaks the protocol. With
+    /// `process == false` (the never-ready fault) it only beats and watches.
+    ///
+    /// Real-time safe: no allocation, lock or logging; the only blocking call is the
+    /// bounded doorbell wait.
+    pub fn run(&mut self, stop: &AtomicBool, host_timeout: Duration, process: bool) -> Outcome {
+        let mut host_beat = self.end.bell.host_heartbeat();
+        let mut host_beat_at = MonoTime::now();
+        loop {
+            // Read before draining: a ring after this read makes the wait below return at
+            // once, so no block pushed after the drain is left sleeping.
+            let seen = self.end.bell.doorbell();
+            // Relaxed: a flag set by the signal handler; nothing is published through it.
+            if stop.load(Ordering::Relaxed) {
+                return Outcome::Stopped;
+            }
+            if process && let Some(outcome) = self.pump() {
+                return outcome;
+            }
+            self.end.bell.beat();
+            let now = MonoTime::now();
+            let beat = self.end.bell.host_heartbeat();
+            if beat != host_beat {
+                host_beat = beat;
+                host_beat_at = now;
+            } else {
+                let still_for = now.saturating_duration_since(host_beat_at);
+                if still_for >= host_timeout {
+                    return Outcome::HostGone { still_for };
+                }
+            }
+            self.end
+                .bell
+                .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+        }
+    }
+
+    /// Applies pending commands, then processes every pending block, applying commands
+    /// again between blocks. `Some` ends the loop.
+    fn pump(&mut self) -> Option<Outcome> {
+        if let Some(outcome) = self.apply_commands() {
+            return Some(outcome);
+        }
+        loop {
+            // Back-pressure: take a block only when its result has somewhere to go.
+            match self.end.audio_out.free_slots() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(f) => return Some(Outcome::HostFault(f)),
+            }
+            let cycle = match self.end.audio_in.pop(&mut self.input) {
+                Ok(Some(cycle)) => cycle,
+                Ok(None) => return None,
+                Err(f) => return Some(Outcome::HostFault(f)),
+            };
+            self.block_faults();
+            let started = MonoTime::now();
+            self.instance.process(cycle, &self.input, &mut self.output);
+            let took = MonoTime::now().saturating_duration_since(started);
+            self.end
+                .bell
+                .set_process_ns(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+            if let (true, Some(us)) = (self.triggered, self.faults.slow_us) {
+                std::thread::sleep(Duration::from_micros(u64::from(us)));
+            }
+            match self.end.audio_out.push(cycle, &self.output) {
+                Ok(()) => {}
+                Err(PushError::Fault(f)) => return Some(Outcome::HostFault(f)),
+                // Room was checked above and only this thread produces: cannot happen;
+                // if it did, the block is dropped and the host sees it late.
+                Err(PushError::Full | PushError::WrongLength { .. }) => {}
+            }
+            self.end.bell.signal_done();
+            if let Some(outcome) = self.apply_commands() {
+                return Some(outcome);
+            }
+        }
+    }
+
+    /// Before each block: fire the block-count trigger, then the per-block faults.
+    fn block_faults(&mut self) {
+        if self.faults.trigger.is_none() {
+            return;
+        }
+        if let Some(Trigger::AfterBlocks(n)) = self.faults.trigger
+            && !self.triggered
+            && self.instance.blocks_processed() >= n
+        {
+            self.fire();
+        }
+        if self.triggered
+            && self.faults.leak_fds
+            && let Ok(f) = std::fs::File::open("/dev/null")
+        {
+            use std::os::fd::IntoRawFd;
+            // Leaked on purpose: the fd stays open until the process exits.
+            let _leaked = f.into_raw_fd();
+        }
+    }
+
+    /// The trigger fires: commit the sudden fault, arm the per-block ones.
+    fn fire(&mut self) {
+        self.triggered = true;
+        match self.faults.sudden {
+            None => {}
+            Some(Sudden::Segv) => {
+                // Resets SIGSEGV to its default action and raises it: death by SIGSEGV.
+                let _ =
+                    signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGSEGV);
+                std::process::abort();
+            }
+            Some(Sudden::Abort) => std::process::abort(),
+            Some(Sudden::Exit(n)) => std::process::exit(i32::from(n)),
+            Some(Sudden::Hang) => loop {
+                std::hint::spin_loop();
+            },
+            Some(Sudden::Stop) => {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            }
+            Some(Sudden::Scribble) => {
+                self.region.scribble(u64::from(sys::own_pid()));
+            }
+        }
+    }
+
+    /// Pops and applies commands while there is room to answer them. `Some` ends the loop.
+    fn apply_commands(&mut self) -> Option<Outcome> {
+        loop {
+            // Back-pressure: only take a command when its answer fits.
+            match self.end.events.free_slots() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(f) => return Some(Outcome::HostFault(f)),
+            }
+            let (seq, command) = match self.end.commands.pop() {
+                Ok(Some(c)) => c,
+                Ok(None) => return None,
+                Err(RecordError::Fault(f)) => return Some(Outcome::HostFault(f)),
+                Err(RecordError::Decode(e)) => {
+                    self.answer(Event::Error {
+                        seq: decode_seq(&e),
+                        code: error_code::BAD_RECORD,
+                        message: ShortStr::new(format_decode(&e)),
+                    });
+                    continue;
+                }
+            };
+            let answer = match command {
+                Command::SetParam { id, value } => match self.instance.set_param(id, value) {
+                    Ok(_) => Event::Ack { seq },
+                    Err(ParamError::UnknownId(_)) => Event::Error {
+                        seq,
+                        code: error_code::UNKNOWN_PARAM,
+                        message: ShortStr::new("unknown parameter id"),
+                    },
+                    Err(ParamError::NotFinite) => Event::Error {
+                        seq,
+                        code: error_code::BAD_VALUE,
+                        message: ShortStr::new("value is not finite"),
+                    },
+                },
+                Command::Reset => {
+                    self.instance.reset();
+                    Event::Ack { seq }
+                }
+                Command::Bypass { on } => {
+                    self.instance.set_bypass(on);
+                    Event::Ack { seq }
+                }
+                Command::Ping { token } => {
+                    if self.faults.trigger == Some(Trigger::OnPing(token)) && !self.triggered {
+                        self.fire();
+                    }
+                    Event::Ack { seq }
+                }
+                Command::Shutdown => {
+                    self.answer(Event::Ack { seq });
+                    return Some(Outcome::Shutdown { seq });
+                }
+            };
+            self.answer(answer);
+        }
+    }
+
+    fn answer(&mut self, event: Event) {
+        // Room was checked before the command was taken; a fault surfaces on the next
+        // free_slots() call.
+        let _ = self.end.events.push(event);
+    }
+}
+
+/// A short description of a decode error for `Event::Error` (no allocation: static text).
+fn format_decode(e: &slotpool_ring::DecodeError) -> &'static str {
+    use slotpool_ring::DecodeError as D;
+    match e {
+        D::UnknownKind { .. } => "unknown command kind",
+        D::Version { .. } => "unknown record version",
+        D::Seq { .. } => "record seq out of order",
+        D::BadField { .. } => "invalid command field",
+    }
+}
+
+/// The seq the undecodable record should have carried (its ring position + 1).
+fn decode_seq(e: &slotpool_ring::DecodeError) -> u64 {
+    use slotpool_ring::DecodeError as D;
+    match *e {
+        D::UnknownKind { pos, .. }
+        | D::Version { pos, .. }
+        | D::Seq { pos, .. }
+        | D::BadField { pos, .. } => pos.wrapping_add(1),
+    }
+}
