@@ -126,14 +126,17 @@ impl DeviceStream {
             device: format!("\"{}\"", device.unwrap_or("default")),
             reason,
         };
+        // alsa-lib writes its own diagnostics to stderr (eight lines for a missing card);
+        // capture them on this thread and fold the last one into our one-line error.
+        let alsa_log = AlsaLog::capture();
         let (dev, host_name) = match find_device(host, device) {
             Ok(found) => found,
-            Err(reason) => return Err((fail(reason), processor)),
+            Err(reason) => return Err((fail(alsa_log.annotate(reason)), processor)),
         };
         let fail = |reason: String| DeviceError {
             host: host_name.to_string(),
             device: format!("\"{}\"", device.unwrap_or("default")),
-            reason,
+            reason: alsa_log.annotate(reason),
         };
         if let Err(e) = format.validate() {
             return Err((fail(e), processor));
@@ -241,6 +244,26 @@ impl DeviceStream {
         // A pause error only means the stream is already stopped; dropping it closes it.
         let _ = self.stream.pause();
         drop(self);
+    }
+}
+
+/// alsa-lib's diagnostics of the calling thread, captured instead of printed.
+pub(crate) struct AlsaLog(Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>>);
+
+impl AlsaLog {
+    /// Routes this thread's alsa-lib messages into a buffer from now on.
+    pub(crate) fn capture() -> AlsaLog {
+        AlsaLog(alsa::Output::local_error_handler().ok())
+    }
+
+    /// `reason`, plus alsa-lib's last message when there is one.
+    pub(crate) fn annotate(&self, reason: String) -> String {
+        let Some(out) = &self.0 else { return reason };
+        let text = out.borrow().to_string();
+        match text.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(last) => format!("{reason} (alsa-lib: {})", last.trim()),
+            None => reason,
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use super::device::device_label;
 /// The listing as text, one host after the other. Problems (a host that is not
 /// available, a device whose config cannot be read) are shown in place, never fatal.
 pub fn listing() -> String {
+    // alsa-lib would print its probing diagnostics to stderr; keep them out of the listing.
+    let _alsa_log = super::device::AlsaLog::capture();
     let mut out = String::new();
     let available = cpal::available_hosts();
     let default_host = cpal::default_host().id();
