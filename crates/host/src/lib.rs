@@ -7,9 +7,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod host;
 pub mod supervise;
 
 // The library's tests run with the allocation guard armed, as the binary does in debug

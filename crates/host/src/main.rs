@@ -1,1 +1,5 @@
-fn main() {}
+//! The `slotpool` binary: see [`slotpool_host::cli`].
+
+fn main() -> std::process::ExitCode {
+    slotpool_host::cli::main()
+}

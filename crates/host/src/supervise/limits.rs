@@ -33,7 +33,9 @@ fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 fn has_word(path: &Path, word: &str) -> bool {
-    fs::read_to_string(path).map(|s| s.split_whitespace().any(|w| w == word)).unwrap_or(false)
+    fs::read_to_string(path)
+        .map(|s| s.split_whitespace().any(|w| w == word))
+        .unwrap_or(false)
 }
 
 impl CgroupRoot {
@@ -43,7 +45,8 @@ impl CgroupRoot {
     /// controllers for children only in groups without processes of their own).
     pub fn detect() -> Result<CgroupRoot, String> {
         let mount = cgroup2_mount().ok_or("no cgroup2 hierarchy is mounted")?;
-        let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let rel = own
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
@@ -53,7 +56,10 @@ impl CgroupRoot {
         let memory = has_word(&controllers, "memory");
         let cpu = has_word(&controllers, "cpu");
         if !memory && !cpu {
-            return Err(format!("{} offers neither the memory nor the cpu controller", dir.display()));
+            return Err(format!(
+                "{} offers neither the memory nor the cpu controller",
+                dir.display()
+            ));
         }
         let enable = |dir: &Path| -> io::Result<()> {
             for (c, avail) in [("memory", memory), ("cpu", cpu)] {
@@ -68,12 +74,18 @@ impl CgroupRoot {
             let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             let me = std::process::id().to_string();
             if e.raw_os_error() != Some(libc::EBUSY) || procs.lines().any(|p| p != me) {
-                return Err(format!("cannot enable controllers in {}: {e}", dir.display()));
+                return Err(format!(
+                    "cannot enable controllers in {}: {e}",
+                    dir.display()
+                ));
             }
             let leaf = dir.join("supervisor");
-            fs::create_dir_all(&leaf).map_err(|e| format!("cannot create {}: {e}", leaf.display()))?;
-            fs::write(leaf.join("cgroup.procs"), "0").map_err(|e| format!("cannot move into {}: {e}", leaf.display()))?;
-            enable(&dir).map_err(|e| format!("cannot enable controllers in {}: {e}", dir.display()))?;
+            fs::create_dir_all(&leaf)
+                .map_err(|e| format!("cannot create {}: {e}", leaf.display()))?;
+            fs::write(leaf.join("cgroup.procs"), "0")
+                .map_err(|e| format!("cannot move into {}: {e}", leaf.display()))?;
+            enable(&dir)
+                .map_err(|e| format!("cannot enable controllers in {}: {e}", dir.display()))?;
         }
         Ok(CgroupRoot { dir, memory, cpu })
     }
@@ -109,7 +121,11 @@ pub struct LimitPlan {
 }
 
 /// Decides how `program`'s limits apply to `instance`, creating its cgroup if needed.
-pub fn plan(program: &ProgramConfig, instance: &str, root: &Result<CgroupRoot, String>) -> LimitPlan {
+pub fn plan(
+    program: &ProgramConfig,
+    instance: &str,
+    root: &Result<CgroupRoot, String>,
+) -> LimitPlan {
     let mut plan = LimitPlan::default();
     if program.memory_max.is_none() && program.cpu_max.is_none() {
         return plan;
@@ -124,9 +140,11 @@ pub fn plan(program: &ProgramConfig, instance: &str, root: &Result<CgroupRoot, S
     if let Some(m) = program.memory_max {
         let requested = ByteSize(m).to_string();
         plan.status.memory_max = Some(match (&plan.cgroup, root) {
-            (Some(_), Ok(r)) if r.memory => {
-                LimitStatus { requested, applied_via: LimitMechanism::Cgroup, note: Some("memory.max".into()) }
-            }
+            (Some(_), Ok(r)) if r.memory => LimitStatus {
+                requested,
+                applied_via: LimitMechanism::Cgroup,
+                note: Some("memory.max".into()),
+            },
             _ => {
                 plan.rlimit_as = Some(m);
                 LimitStatus {
@@ -134,7 +152,9 @@ pub fn plan(program: &ProgramConfig, instance: &str, root: &Result<CgroupRoot, S
                     applied_via: LimitMechanism::Rlimit,
                     note: Some(format!(
                         "RLIMIT_AS (address space, not resident memory); no cgroup: {}",
-                        cg_error.clone().unwrap_or_else(|| "memory controller unavailable".into())
+                        cg_error
+                            .clone()
+                            .unwrap_or_else(|| "memory controller unavailable".into())
                     )),
                 }
             }
@@ -143,18 +163,24 @@ pub fn plan(program: &ProgramConfig, instance: &str, root: &Result<CgroupRoot, S
     if let Some(c) = program.cpu_max {
         let requested = format!("{c}%");
         plan.status.cpu_max = Some(match (&plan.cgroup, root) {
-            (Some(_), Ok(r)) if r.cpu => {
-                LimitStatus { requested, applied_via: LimitMechanism::Cgroup, note: Some("cpu.max".into()) }
-            }
+            (Some(_), Ok(r)) if r.cpu => LimitStatus {
+                requested,
+                applied_via: LimitMechanism::Cgroup,
+                note: Some("cpu.max".into()),
+            },
             _ => {
-                let why = cg_error.clone().unwrap_or_else(|| "cpu controller unavailable".into());
+                let why = cg_error
+                    .clone()
+                    .unwrap_or_else(|| "cpu controller unavailable".into());
                 plan.warnings.push(format!(
                     "{instance}: cpu_max = {c}% is NOT enforced: no cgroup ({why}) and no rlimit expresses a CPU share"
                 ));
                 LimitStatus {
                     requested,
                     applied_via: LimitMechanism::None,
-                    note: Some(format!("not enforced: no cgroup ({why}); no rlimit expresses a CPU share")),
+                    note: Some(format!(
+                        "not enforced: no cgroup ({why}); no rlimit expresses a CPU share"
+                    )),
                 }
             }
         });
@@ -162,20 +188,34 @@ pub fn plan(program: &ProgramConfig, instance: &str, root: &Result<CgroupRoot, S
     plan
 }
 
-fn make_group(root: &CgroupRoot, program: &ProgramConfig, instance: &str) -> Result<InstanceCgroup, String> {
-    let dir = root.dir.join(format!("slot.{}", instance.replace(':', ".")));
+fn make_group(
+    root: &CgroupRoot,
+    program: &ProgramConfig,
+    instance: &str,
+) -> Result<InstanceCgroup, String> {
+    let dir = root
+        .dir
+        .join(format!("slot.{}", instance.replace(':', ".")));
     let err = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", dir.display());
     fs::create_dir_all(&dir).map_err(|e| err("create", e))?;
     if let (Some(m), true) = (program.memory_max, root.memory) {
-        fs::write(dir.join("memory.max"), m.to_string()).map_err(|e| err("write memory.max in", e))?;
+        fs::write(dir.join("memory.max"), m.to_string())
+            .map_err(|e| err("write memory.max in", e))?;
     }
     if let (Some(c), true) = (program.cpu_max, root.cpu) {
         let period = 100_000u64;
         let quota = u64::from(c) * period / 100;
-        fs::write(dir.join("cpu.max"), format!("{quota} {period}")).map_err(|e| err("write cpu.max in", e))?;
+        fs::write(dir.join("cpu.max"), format!("{quota} {period}"))
+            .map_err(|e| err("write cpu.max in", e))?;
     }
-    let procs = OpenOptions::new().write(true).open(dir.join("cgroup.procs")).map_err(|e| err("open cgroup.procs in", e))?;
-    Ok(InstanceCgroup { dir, procs: procs.into() })
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .map_err(|e| err("open cgroup.procs in", e))?;
+    Ok(InstanceCgroup {
+        dir,
+        procs: procs.into(),
+    })
 }
 
 #[cfg(test)]
@@ -190,10 +230,17 @@ mod tests {
             Path::new("/tmp/t.toml"),
         )
         .unwrap();
-        let p = plan(&c.programs[0], "a:0", &Err("no cgroup2 hierarchy is mounted".into()));
+        let p = plan(
+            &c.programs[0],
+            "a:0",
+            &Err("no cgroup2 hierarchy is mounted".into()),
+        );
         assert_eq!(p.rlimit_as, Some(64 << 20));
         let mem = p.status.memory_max.unwrap();
-        assert_eq!((mem.requested.as_str(), mem.applied_via), ("64MB", LimitMechanism::Rlimit));
+        assert_eq!(
+            (mem.requested.as_str(), mem.applied_via),
+            ("64MB", LimitMechanism::Rlimit)
+        );
         let cpu = p.status.cpu_max.unwrap();
         assert_eq!(cpu.applied_via, LimitMechanism::None);
         assert_eq!(p.warnings.len(), 1);

@@ -24,7 +24,14 @@ impl RotatingLog {
     /// A log at `path`; the file is opened (appending) on the first write.
     /// `maxbytes == 0` never rotates; `backups == 0` truncates instead of keeping copies.
     pub fn new(path: PathBuf, maxbytes: u64, backups: u32) -> RotatingLog {
-        RotatingLog { path, maxbytes, backups, file: None, size: 0, failed: None }
+        RotatingLog {
+            path,
+            maxbytes,
+            backups,
+            file: None,
+            size: 0,
+            failed: None,
+        }
     }
 
     /// The current file.
@@ -38,7 +45,10 @@ impl RotatingLog {
                 std::fs::create_dir_all(dir)?;
             }
             // std opens with O_CLOEXEC: no child ever inherits a log file.
-            let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
             self.size = f.metadata()?.len();
             self.file = Some(f);
         }
@@ -130,7 +140,9 @@ impl LogPipe {
     pub fn new(fd: OwnedFd) -> io::Result<LogPipe> {
         let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-        Ok(LogPipe { file: File::from(fd) })
+        Ok(LogPipe {
+            file: File::from(fd),
+        })
     }
 
     /// The fd to poll.
@@ -183,13 +195,19 @@ mod tests {
         let mut log = RotatingLog::new(dir.path().join("b.log"), 4, 0);
         log.write(b"1234").unwrap();
         log.write(b"56").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("b.log")).unwrap(), "56");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("b.log")).unwrap(),
+            "56"
+        );
         assert!(!dir.path().join("b.log.1").exists());
         let mut log = RotatingLog::new(dir.path().join("c.log"), 0, 3);
         for _ in 0..100 {
             log.write(b"0123456789").unwrap();
         }
-        assert_eq!(std::fs::metadata(dir.path().join("c.log")).unwrap().len(), 1000);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("c.log")).unwrap().len(),
+            1000
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Supervision: the per-instance state machine ([`machine`]) and the driver around it
 //! that spawns, signals and reaps real processes.
 
-pub mod machine;
-pub mod logs;
-pub mod sys;
 pub mod limits;
+pub mod logs;
+pub mod machine;
+pub mod spawn;
+pub mod supervisor;
+pub mod sys;

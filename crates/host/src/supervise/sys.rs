@@ -32,9 +32,19 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     // SAFETY: the fd is borrowed and valid for the call; info is NULL (the kernel fills
     // in a default siginfo) and flags are 0.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Marks every fd from `first` up close-on-exec (CLOSE_RANGE_CLOEXEC, Linux 5.11+), so
@@ -45,7 +55,14 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range takes three integers; with CLOSE_RANGE_CLOEXEC it only sets
     // flags and invalidates no memory.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == 0 {
         return Ok(());
     }
@@ -79,7 +96,11 @@ pub fn hand_over(from: RawFd, to: RawFd) -> io::Result<()> {
 pub fn write_raw(fd: RawFd, data: &[u8]) -> io::Result<()> {
     // SAFETY: `data` is a valid slice for the duration of the call.
     let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Occupies fds 3 and 4 (with /dev/null, close-on-exec) when they are free, so that no
@@ -107,6 +128,25 @@ pub fn reserve_handover_fds() -> io::Result<()> {
         if unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// In a forked child before exec: an empty signal mask and the default disposition for
+/// every standard signal. Exec keeps both the mask and ignored signals, and the host
+/// blocks SIGTERM/SIGINT/SIGHUP (it reads them from a signalfd) and may itself have been
+/// started with SIGINT ignored (a shell's background job): a child must still die of its
+/// `stopsignal`. Async-signal-safe.
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: signal(2) with SIG_DFL installs no handler (no code of ours can run on
+        // delivery); it is async-signal-safe and touches no memory of ours.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     Ok(())
 }
