@@ -22,7 +22,7 @@ use slotpool_ring::{HostEnd, Monitor, MonoTime, RingFault};
 use slotpool_router::{PatchRouter, Publisher, Receiver, Schedule, Workspace, handover};
 
 use super::BlockProcessor;
-use super::slot::{OFFLINE_WAIT, SlotError, SlotPort, SlotSpec};
+use super::slot::{CycleAt, OFFLINE_WAIT, SlotError, SlotPort, SlotSpec};
 use super::stats::{EngineStats, SlotLink};
 
 /// Index of a slot in the engine's table (stable across restarts of its worker).
@@ -169,7 +169,9 @@ pub enum EngineError {
     #[error("the engine's control queue is full: is the audio thread running?")]
     QueueFull,
     /// The patch's device channel counts differ from the engine's.
-    #[error("the patch has {patch_in}/{patch_out} device channels, the engine {engine_in}/{engine_out}")]
+    #[error(
+        "the patch has {patch_in}/{patch_out} device channels, the engine {engine_in}/{engine_out}"
+    )]
     Channels {
         /// Patch input channels.
         patch_in: u16,
@@ -330,8 +332,7 @@ impl EngineHandle {
     /// Device channel mismatch, or [`EngineError::Busy`].
     pub fn publish(&mut self, patch: &PatchRouter) -> Result<(), EngineError> {
         let s = &self.settings;
-        if patch.input_channels() != s.channels_in || patch.output_channels() != s.channels_out
-        {
+        if patch.input_channels() != s.channels_in || patch.output_channels() != s.channels_out {
             return Err(EngineError::Channels {
                 patch_in: patch.input_channels(),
                 patch_out: patch.output_channels(),
@@ -399,24 +400,27 @@ impl EngineRt {
                 }
             }
             ToEngine::SlotDown { slot } => {
-                if let (Some(Some(port)), Some(s)) =
-                    (slots.get_mut(usize::from(slot)), stats.slot(usize::from(slot)))
-                {
+                if let (Some(Some(port)), Some(s)) = (
+                    slots.get_mut(usize::from(slot)),
+                    stats.slot(usize::from(slot)),
+                ) {
                     port.down(s);
                     let _ = self.outbox.push(FromEngine::SlotReset { slot });
                 }
             }
             ToEngine::SlotUp { slot } => {
-                if let (Some(Some(port)), Some(s)) =
-                    (slots.get_mut(usize::from(slot)), stats.slot(usize::from(slot)))
-                {
+                if let (Some(Some(port)), Some(s)) = (
+                    slots.get_mut(usize::from(slot)),
+                    stats.slot(usize::from(slot)),
+                ) {
                     port.up(s);
                 }
             }
             ToEngine::SetParam { slot, id, value } => {
-                if let (Some(Some(port)), Some(s)) =
-                    (slots.get_mut(usize::from(slot)), stats.slot(usize::from(slot)))
-                {
+                if let (Some(Some(port)), Some(s)) = (
+                    slots.get_mut(usize::from(slot)),
+                    stats.slot(usize::from(slot)),
+                ) {
                     port.set_param(id, value, s);
                 }
             }
@@ -450,6 +454,12 @@ impl EngineRt {
         workspace.load_device_input(schedule, input);
         let slots = &mut self.slots;
         let stats = &*self.stats;
+        let at = CycleAt {
+            cycle,
+            deadline,
+            offline,
+            period_ns: self.period_ns,
+        };
         for level in schedule.levels() {
             for step in level {
                 workspace.assemble_input(schedule, step);
@@ -458,7 +468,9 @@ impl EngineRt {
                     (slots.get_mut(usize::from(id)), stats.slot(usize::from(id)))
                     && let Some(f) = port.send(cycle, workspace.input(step), s)
                 {
-                    let _ = self.outbox.push(FromEngine::Quarantined { slot: id, fault: f });
+                    let _ = self
+                        .outbox
+                        .push(FromEngine::Quarantined { slot: id, fault: f });
                 }
             }
             for step in level {
@@ -466,11 +478,10 @@ impl EngineRt {
                 let (inp, out) = workspace.io_mut(step);
                 match (slots.get_mut(usize::from(id)), stats.slot(usize::from(id))) {
                     (Some(Some(port)), Some(s)) => {
-                        if let Some(f) =
-                            port.receive(cycle, inp, out, deadline, offline, self.period_ns, s)
-                        {
-                                    let _ =
-                                self.outbox.push(FromEngine::Quarantined { slot: id, fault: f });
+                        if let Some(f) = port.receive(&at, inp, out, s) {
+                            let _ = self
+                                .outbox
+                                .push(FromEngine::Quarantined { slot: id, fault: f });
                         }
                     }
                     _ => out.fill(0.0),

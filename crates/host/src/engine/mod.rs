@@ -36,7 +36,7 @@
 pub mod cycle;
 pub mod patch;
 pub mod reference;
-// render: added below
+pub mod render;
 pub mod signal;
 pub mod slot;
 pub mod stats;

@@ -45,7 +45,9 @@ pub fn module_spec(p: &ProgramConfig) -> Result<Option<ModuleSpec>, BuildError> 
     };
     ModuleSpec::parse(
         module,
-        slot.params.iter().map(|(k, v)| (k.as_str(), param_text(*v))),
+        slot.params
+            .iter()
+            .map(|(k, v)| (k.as_str(), param_text(*v))),
     )
     .map(Some)
     .map_err(|error| BuildError::Module {
@@ -92,12 +94,17 @@ pub fn slot_specs(config: &Config) -> Result<Vec<SlotSpec>, BuildError> {
 /// What the router refuses (a cycle, a channel out of range), naming the route.
 pub fn build_patch(config: &Config) -> Result<PatchRouter, BuildError> {
     let ch = u16::try_from(config.engine.channels).unwrap_or(u16::MAX);
-    let mut patch =
-        PatchRouter::new(ch, ch).map_err(|e| BuildError::Patch { error: e, place: "[engine]".into() })?;
+    let mut patch = PatchRouter::new(ch, ch).map_err(|e| BuildError::Patch {
+        error: e,
+        place: "[engine]".into(),
+    })?;
     for spec in slot_specs(config)? {
         patch
             .add_slot(&spec.name, ch, ch)
-            .map_err(|e| BuildError::Patch { error: e, place: format!("slot {}", spec.name) })?;
+            .map_err(|e| BuildError::Patch {
+                error: e,
+                place: format!("slot {}", spec.name),
+            })?;
     }
     for r in &config.routes {
         let map = if r.channels.is_empty() {
@@ -113,7 +120,10 @@ pub fn build_patch(config: &Config) -> Result<PatchRouter, BuildError> {
         let (from, to) = (r.from.to_string(), r.to.to_string());
         patch
             .connect(&from, &to, map, r.gain as f32)
-            .map_err(|e| BuildError::Patch { error: e, place: format!("route {from} -> {to}") })?;
+            .map_err(|e| BuildError::Patch {
+                error: e,
+                place: format!("route {from} -> {to}"),
+            })?;
     }
     Ok(patch)
 }

@@ -55,7 +55,7 @@ pub fn fill_fallback(
     match fallback {
         Fallback::Silence => out.fill(0.0),
         Fallback::Bypass => {
-            let inputs = if frames == 0 { 0 } else { input.len() / frames };
+            let inputs = input.len().checked_div(frames).unwrap_or(0);
             if inputs == 0 {
                 out.fill(0.0);
                 return;

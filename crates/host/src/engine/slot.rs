@@ -61,6 +61,19 @@ pub enum SlotError {
     },
 }
 
+/// Where the cycle stands, for [`SlotPort::receive`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CycleAt {
+    /// The cycle number (the first is 1).
+    pub(crate) cycle: u64,
+    /// Absolute deadline of sync waits.
+    pub(crate) deadline: MonoTime,
+    /// Offline pacing: async slots are waited for too.
+    pub(crate) offline: bool,
+    /// The block period.
+    pub(crate) period_ns: u64,
+}
+
 /// A slot's audio-thread half. Built off the audio thread (it allocates its buffers
 /// here), then moved to the audio thread by `ToEngine::Attach`.
 #[derive(Debug)]
@@ -192,14 +205,17 @@ impl SlotPort {
     /// blocking call is the bounded futex wait inside `wait_output`.
     pub(crate) fn receive(
         &mut self,
-        cycle: u64,
+        at: &CycleAt,
         input: &[f32],
         output: &mut [f32],
-        deadline: MonoTime,
-        offline: bool,
-        period_ns: u64,
         stats: &SlotStats,
     ) -> Option<RingFault> {
+        let CycleAt {
+            cycle,
+            deadline,
+            offline,
+            period_ns,
+        } = *at;
         let mut fault = None;
         let mut got = false;
         if self.link == SlotLink::Up {
@@ -215,8 +231,7 @@ impl SlotPort {
                     Ok(OutputStatus::Late) => stats.late(),
                     Err(f) => fault = self.quarantine(f, stats),
                 }
-            } else if self.mode == SlotMode::Async && self.pushed == [0, cycle] && self.producing
-            {
+            } else if self.mode == SlotMode::Async && self.pushed == [0, cycle] && self.producing {
                 // The first block of an async slot: one block of latency, silence.
                 self.out.fill(0.0);
                 got = true;

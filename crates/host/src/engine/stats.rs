@@ -284,7 +284,20 @@ mod tests {
 
     #[test]
     fn buckets_bound_their_values_within_an_eighth() {
-        for ns in [0u64, 1, 7, 8, 9, 15, 16, 100, 1_000, 123_456, 1 << 30, 5 << 35] {
+        for ns in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            123_456,
+            1 << 30,
+            5 << 35,
+        ] {
             let b = CycleHistogram::bucket(ns);
             let up = CycleHistogram::upper(b);
             assert!(up >= ns, "{ns} in bucket {b} whose upper bound is {up}");
