@@ -9,6 +9,15 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod audio;
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod engine;
+pub mod host;
 pub mod supervise;
+
+// The library's tests run with the allocation guard armed, as the binary does in debug
+// builds: an allocation inside the engine's cycle aborts the test.
+#[cfg(all(test, debug_assertions))]
+#[global_allocator]
+static TEST_ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;

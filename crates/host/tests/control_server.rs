@@ -360,7 +360,7 @@ fn oversized_frame_is_refused_without_affecting_other_clients() {
 fn stalled_client_is_dropped_while_another_is_served() {
     let _w = watchdog("stalled_client_is_dropped_while_another_is_served", 60);
     let limits = ServerLimits {
-        idle_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(500),
         ..ServerLimits::default()
     };
     let h = Harness::start(limits);
@@ -368,14 +368,15 @@ fn stalled_client_is_dropped_while_another_is_served() {
     stalled.send_raw(b"{\"verb\":"); // and nothing more
     let mut silent = h.connect(); // sends nothing at all
 
-    // Meanwhile another client is answered, again and again.
+    // Meanwhile another client is answered, again and again (it never idles
+    // long enough to be dropped itself).
     let mut busy = h.connect();
     let started = Instant::now();
     let mut answered = 0;
-    while started.elapsed() < Duration::from_millis(800) {
+    while started.elapsed() < Duration::from_millis(1000) {
         assert!(matches!(busy.ask(&Request::Status), Response::Status(_)));
         answered += 1;
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(10));
     }
     assert!(answered >= 2);
 
@@ -604,6 +605,16 @@ fn an_unsafe_directory_is_refused() {
     let err = ControlServer::bind(&link.join("x.sock")).unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
 
+    // Someone else's directory (e.g. a squatted /tmp/slotpool-UID).
+    if nix::unistd::geteuid().is_root() {
+        let squatted = dir.path().join("squatted");
+        fs::create_dir(&squatted).unwrap();
+        fs::set_permissions(&squatted, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&squatted, Some(65534), Some(65534)).unwrap();
+        let err = ControlServer::bind(&squatted.join("x.sock")).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    }
+
     let long = private.join("x".repeat(120));
     let err = ControlServer::bind(&long).unwrap_err();
     assert!(matches!(err, ControlError::PathTooLong { .. }), "{err}");
@@ -744,4 +755,46 @@ fn closed_connections_are_released() {
     c.writer.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(matches!(c.recv(), Some(Response::Status(_))));
     assert!(c.closed_after_draining());
+}
+
+#[test]
+fn an_events_subscriber_that_never_reads_is_dropped_and_others_keep_up() {
+    let _w = watchdog(
+        "an_events_subscriber_that_never_reads_is_dropped_and_others_keep_up",
+        90,
+    );
+    let limits = ServerLimits {
+        max_output: 16 * 1024,
+        ..ServerLimits::default()
+    };
+    let h = Harness::start(limits);
+    let mut lazy = h.connect();
+    let mut keen = h.connect();
+    assert_eq!(lazy.ask(&Request::Events), Response::Subscribed);
+    assert_eq!(keen.ask(&Request::Events), Response::Subscribed);
+    // Paced batches: the keen subscriber reads each batch before the next, the
+    // lazy one reads nothing, so only the lazy one falls behind.
+    let mut sent = Vec::new();
+    for batch in 0..40 {
+        for i in 0..100 {
+            let mut ev = StateEvent::now("sine:0", ProgramState::Running, ProgramState::Exited);
+            ev.message = Some(format!("batch {batch} event {i}: {}", "x".repeat(100)));
+            h.events.send(ev.clone()).unwrap();
+            sent.push(ev);
+        }
+        for ev in &sent[batch * 100..] {
+            assert_eq!(keen.recv(), Some(Response::Event(ev.clone())));
+        }
+    }
+    // The lazy one got some events, then the server closed on it.
+    let mut got = 0;
+    while let Some(r) = lazy.recv() {
+        assert!(matches!(r, Response::Event(_)));
+        got += 1;
+    }
+    assert!(got < sent.len(), "lazy subscriber was never dropped");
+    // The keen one is still subscribed.
+    let last = StateEvent::now("sine:0", ProgramState::Exited, ProgramState::Starting);
+    h.events.send(last.clone()).unwrap();
+    assert_eq!(keen.recv(), Some(Response::Event(last)));
 }

@@ -132,10 +132,17 @@ fn serde_error(rep: &Reporter<'_>, e: &serde_path_to_error::Error<toml::de::Erro
     } else {
         msg
     };
+    let mut key = String::new();
+    for seg in &segments {
+        if !key.is_empty() && !seg.starts_with('[') {
+            key.push('.');
+        }
+        key.push_str(seg);
+    }
     ConfigError {
         file: rep.file().to_path_buf(),
         line,
-        key: segments.join("."),
+        key,
         message,
     }
 }
@@ -163,7 +170,8 @@ fn unknown_key_message(segments: &[String], unknown: &str, original: &str) -> St
     };
     match expected.iter().min_by_key(|k| edit_distance(k, unknown)) {
         Some(best) if edit_distance(best, unknown) <= 3 => {
-            format!("unknown key; did you mean `{best}`?")
+            let what = if segments.len() <= 1 { "section" } else { "key" };
+            format!("unknown {what}; did you mean `{best}`?")
         }
         _ if segments.len() <= 1 => {
             "unknown section; expected one of [engine], [control], [supervisor], [program.NAME], [[route]]"

@@ -193,6 +193,11 @@ impl Failure {
 }
 
 /// Run `slotpool ctl` with parsed arguments; returns the exit code.
+///
+/// Call it from the process's only thread (as `slotpool ctl` does): in the
+/// shell, Ctrl-C during `tail -f`/`events` is caught by blocking SIGINT in the
+/// calling thread and reading it from a signalfd; in a process with other
+/// threads that do not block SIGINT, Ctrl-C ends the process as usual.
 pub fn run_ctl(args: CtlArgs) -> i32 {
     let stdout = io::stdout();
     let stderr = io::stderr();
@@ -537,7 +542,15 @@ impl Ctl {
                         let _ = self.execute(&parsed.command, &mut out, &mut err, true);
                     }
                     Err(e) => {
-                        let _ = writeln!(err, "{}", e.render().ansi());
+                        // clap's first line says what is wrong; its usage and
+                        // "--help" hints are for the command line, not the shell.
+                        let text = e.render().to_string();
+                        let what: Vec<&str> = text
+                            .lines()
+                            .take_while(|l| !l.trim().is_empty())
+                            .map(str::trim)
+                            .collect();
+                        let _ = writeln!(err, "*** {} (type help for the verbs)", what.join(" "));
                     }
                 },
             }
@@ -882,7 +895,97 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::ControlHandler;
     use crate::control::protocol::{HostStatus, ProgramStatus};
+    use crate::control::server::ControlServer;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct LogHandler(PathBuf);
+
+    impl ControlHandler for LogHandler {
+        fn handle(&mut self, _req: Request) -> Response {
+            Response::Log {
+                path: self.0.clone(),
+            }
+        }
+    }
+
+    /// In the shell, SIGINT ends `tail -f` (the command returns 0) instead of
+    /// the process, and is unblocked again afterwards. The signal is sent to the
+    /// thread running the command (`slotpool ctl` is single-threaded, so there
+    /// a terminal's process-directed SIGINT reaches that thread; the test
+    /// process has other threads, which must not see it).
+    #[test]
+    fn sigint_ends_a_followed_stream_in_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "hello\n").unwrap();
+        let socket = dir.path().join("x.sock");
+        let mut server = ControlServer::bind(&socket).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let server_thread = std::thread::spawn(move || {
+            let mut handler = LogHandler(log);
+            while !stop2.load(Ordering::Relaxed) {
+                server
+                    .wait_and_service(&mut handler, Duration::from_millis(20))
+                    .unwrap();
+            }
+        });
+
+        let out = SharedBuf::default();
+        let mut out2 = out.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ctl = Ctl {
+            socket,
+            timeout: Duration::from_secs(10),
+        };
+        let client = std::thread::spawn(move || {
+            tx.send(nix::sys::pthread::pthread_self()).unwrap();
+            let cmd = CtlCommand::Tail {
+                name: "x".into(),
+                follow: true,
+                stderr: false,
+                bytes: 100,
+            };
+            let code = ctl.execute(&cmd, &mut out2, &mut io::sink(), true);
+            let still_blocked = SigSet::thread_get_mask().unwrap().contains(Signal::SIGINT);
+            (code, still_blocked)
+        });
+        let thread = rx.recv().unwrap();
+        // Once the line is printed the command is inside the stream, with
+        // SIGINT blocked and readable from its signalfd.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !out.0.lock().unwrap().ends_with(b"hello\n") {
+            assert!(std::time::Instant::now() < deadline, "tail never printed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nix::sys::pthread::pthread_kill(thread, Signal::SIGINT).unwrap();
+        let (code, still_blocked) = client.join().unwrap();
+        assert_eq!(code, exit::OK);
+        assert!(!still_blocked, "SIGINT is unblocked after the stream");
+        stop.store(true, Ordering::Relaxed);
+        server_thread.join().unwrap();
+    }
 
     #[test]
     fn words_split_like_a_shell() {

@@ -11,6 +11,8 @@
 //!   its documented exit codes.
 //! - [`notify`]: sd_notify (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, …).
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod notify;
 pub mod protocol;

@@ -4,4 +4,6 @@
 pub mod limits;
 pub mod logs;
 pub mod machine;
+pub mod spawn;
+pub mod supervisor;
 pub mod sys;

@@ -131,3 +131,22 @@ pub fn reserve_handover_fds() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// In a forked child before exec: an empty signal mask and the default disposition for
+/// every standard signal. Exec keeps both the mask and ignored signals, and the host
+/// blocks SIGTERM/SIGINT/SIGHUP (it reads them from a signalfd) and may itself have been
+/// started with SIGINT ignored (a shell's background job): a child must still die of its
+/// `stopsignal`. Async-signal-safe.
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: signal(2) with SIG_DFL installs no handler (no code of ours can run on
+        // delivery); it is async-signal-safe and touches no memory of ours.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    Ok(())
+}

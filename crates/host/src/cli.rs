@@ -1,0 +1,201 @@
+//! The command line: `slotpool run | check | ctl`. Parsed by clap, then dispatched; exit
+//! codes are decided here and nowhere else.
+//!
+//! Exit codes: 0 success; 1 invalid configuration or a run-time failure of the host;
+//! 2 command-line usage error (clap); `ctl` has its own documented codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Launch, LogTarget};
+use crate::control::client::{CtlArgs, run_ctl};
+
+/// slotpool: a real-time audio host that runs every DSP module in a supervised worker process.
+#[derive(Debug, Parser)]
+#[command(name = "slotpool", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host in the foreground (SIGTERM/SIGINT: stop everything and exit; SIGHUP: reload).
+    Run {
+        /// The configuration file.
+        config: PathBuf,
+        /// Log as JSON lines instead of human-readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Validate a configuration file and print its programs and routes (exit 1 if invalid).
+    Check {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Control a running host (supervisorctl-like; an interactive shell without a verb).
+    Ctl(CtlArgs),
+    // engine: `render` (owned by the engine; see crate::engine::render)
+    /// Render the patch offline to a WAV file, through the worker processes (or
+    /// in-process with --in-process), as fast as it goes.
+    Render(crate::engine::render::RenderArgs),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_json } => {
+            init_logging(log_json);
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!(
+                        "slotpool: {} is invalid; nothing was started",
+                        config.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            };
+            match crate::host::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                let mut out = std::io::stdout().lock();
+                let _ = write_check(&mut out, &c);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!(
+                    "slotpool: {} is invalid ({} error(s))",
+                    config.display(),
+                    e.0.len()
+                );
+                ExitCode::from(1)
+            }
+        },
+        Command::Ctl(args) => ExitCode::from(u8::try_from(run_ctl(args)).unwrap_or(1)),
+        // engine: `render` (owned by the engine)
+        Command::Render(args) => match crate::engine::render::run(&args) {
+            Ok(r) => {
+                if !args.quiet {
+                    eprintln!(
+                        "rendered {} frames to {} in {:.2} s ({} worker process(es))",
+                        r.frames,
+                        args.output.display(),
+                        r.elapsed.as_secs_f64(),
+                        r.workers
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slotpool render: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLOTPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// What `slotpool check` prints for a valid config.
+pub fn write_check(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
+    writeln!(out, "{}: OK", c.path.display())?;
+    let e = &c.engine;
+    writeln!(
+        out,
+        "engine: {} Hz, {} frames, {} channel(s), backend {:?}, deadline {:.0}% of the block",
+        e.sample_rate,
+        e.block_frames,
+        e.channels,
+        e.backend,
+        e.deadline * 100.0
+    )?;
+    writeln!(out, "logs: {}", c.log_dir().display())?;
+    writeln!(out, "programs ({}):", c.programs.len())?;
+    for p in &c.programs {
+        let what = match (&p.launch, &p.slot) {
+            (Launch::Module(m), _) => format!("slot, module {m}"),
+            (Launch::Command { program, args }, slot) => {
+                let kind = if slot.is_some() {
+                    "slot, custom worker"
+                } else {
+                    "program"
+                };
+                format!("{kind}: {program} {}", args.join(" "))
+                    .trim_end()
+                    .to_string()
+            }
+        };
+        let target = |t: &LogTarget| match t {
+            LogTarget::Auto => "AUTO".to_string(),
+            LogTarget::Null => "/dev/null".to_string(),
+            LogTarget::File(p) => p.display().to_string(),
+        };
+        writeln!(out, "  {} ({what})", p.name)?;
+        writeln!(
+            out,
+            "    instances {}, autostart {}, autorestart {:?}, startsecs {}, startretries {}, stopwaitsecs {}, priority {}",
+            p.instance_names().collect::<Vec<_>>().join(" "),
+            p.autostart,
+            p.autorestart,
+            p.startsecs.as_secs(),
+            p.startretries,
+            p.stopwaitsecs.as_secs(),
+            p.priority
+        )?;
+        writeln!(
+            out,
+            "    stdout {}, stderr {}",
+            target(&p.stdout.target),
+            target(&p.stderr.target)
+        )?;
+        if let Some(s) = &p.slot {
+            writeln!(
+                out,
+                "    mode {:?}, fallback {:?}, hang_timeout {} ms, params {:?}",
+                s.mode,
+                s.fallback,
+                s.hang_timeout.as_millis(),
+                s.params
+            )?;
+        }
+    }
+    writeln!(out, "routes ({}):", c.routes.len())?;
+    for r in &c.routes {
+        let chans = if r.channels.is_empty() {
+            String::new()
+        } else {
+            format!(", channels {:?}", r.channels)
+        };
+        writeln!(out, "  {} -> {} (gain {}{chans})", r.from, r.to, r.gain)?;
+    }
+    Ok(())
+}

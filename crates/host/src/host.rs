@@ -1,0 +1,154 @@
+//! `slotpool run`: the host process. It stays in the foreground (never forks itself
+//! away), owns the one poll loop of the supervisor thread — signals (signalfd), child
+//! pidfds, log pipes, the control socket, timers as the poll timeout — and speaks
+//! sd_notify when started by systemd.
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::config::Config;
+use crate::control::notify::Notifier;
+use crate::control::server::ControlServer;
+use crate::supervise::supervisor::{HostRequest, Supervisor, Token, worker_bin};
+use crate::supervise::sys;
+
+/// Runs the host for `config` until SIGTERM/SIGINT or `ctl shutdown` has stopped
+/// everything. Returns an error only for start-up failures (socket taken, …).
+pub fn run(config: Config) -> Result<()> {
+    // Before anything opens a file: keep fds 3 and 4 for handing over to workers.
+    sys::reserve_handover_fds().context("cannot reserve fds 3 and 4 for workers")?;
+
+    // Signals are read from a signalfd in the loop; block them for normal delivery.
+    // (Children get an empty mask: std resets it between fork and exec.)
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .context("cannot block SIGTERM/SIGINT/SIGHUP")?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("cannot create a signalfd")?;
+
+    let mut notifier = Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!("NOTIFY_SOCKET is set but unusable ({e}); not notifying systemd");
+        Notifier::disabled()
+    });
+    let socket = config
+        .control
+        .socket
+        .clone()
+        .unwrap_or_else(|| ControlServer::default_path(&config.path));
+    let mut server = ControlServer::bind(&socket)
+        .with_context(|| format!("cannot listen on the control socket {}", socket.display()))?;
+    tracing::info!(
+        "slotpool {} running {} (pid {}); control socket {}; logs in {}",
+        env!("CARGO_PKG_VERSION"),
+        config.path.display(),
+        std::process::id(),
+        socket.display(),
+        config.log_dir().display()
+    );
+
+    let now = Instant::now();
+    let mut sup = Supervisor::new(config, worker_bin(), now);
+    sup.start_autostart(now);
+    let mut ready_sent = false;
+
+    loop {
+        let now = Instant::now();
+        sup.tick(now);
+        if sup.take_request() == Some(HostRequest::Shutdown) && !sup.is_shutting_down() {
+            let _ = notifier.stopping();
+            sup.begin_shutdown(now);
+        }
+        for ev in sup.take_events() {
+            server.publish(&ev);
+        }
+        if !ready_sent && !sup.is_shutting_down() && sup.autostart_settled() {
+            ready_sent = true;
+            let (running, total) = sup.running_count();
+            tracing::info!("ready: {running} of {total} instance(s) RUNNING");
+            let _ = notifier.ready();
+            let _ = notifier.status(&format!("{running} of {total} instances running"));
+        }
+        // WATCHDOG=1 only from here: a loop that stops going round stops feeding it.
+        let _ = notifier.watchdog_if_due(now);
+        if sup.shutdown_done(now) {
+            for ev in sup.take_events() {
+                server.publish(&ev);
+            }
+            break;
+        }
+
+        let mut timeout = sup.next_wake(now).saturating_duration_since(now);
+        if let Some(t) = server.next_timeout() {
+            timeout = timeout.min(t);
+        }
+        if let Some(t) = notifier.watchdog_due_in(now) {
+            timeout = timeout.min(t);
+        }
+        let (signalled, ready) = {
+            let sup_fds = sup.poll_fds();
+            let ctl = server.poll_interest();
+            let mut pfds = Vec::with_capacity(1 + ctl.len() + sup_fds.len());
+            pfds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+            pfds.extend(ctl.iter().map(|(fd, flags)| PollFd::new(*fd, *flags)));
+            pfds.extend(
+                sup_fds
+                    .iter()
+                    .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
+            );
+            // Round up so that a wake-up is never a hair early (and then a busy loop).
+            let ms = timeout.as_micros().div_ceil(1000).min(60_000) as u16;
+            let _ = poll(
+                &mut pfds,
+                PollTimeout::from(ms.max(if timeout.is_zero() { 0 } else { 1 })),
+            );
+            let fired = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            let signalled = fired(&pfds[0]);
+            let base = 1 + ctl.len();
+            let ready: Vec<Token> = sup_fds
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| fired(&pfds[base + k]))
+                .map(|(_, (_, t))| *t)
+                .collect();
+            (signalled, ready)
+        };
+        if signalled {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let now = Instant::now();
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGTERM | Signal::SIGINT) if sup.is_shutting_down() => {
+                        sup.force_shutdown(now)
+                    }
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => {
+                        let _ = notifier.stopping();
+                        sup.begin_shutdown(now);
+                    }
+                    Ok(Signal::SIGHUP) if !sup.is_shutting_down() => {
+                        let _ = notifier.reloading();
+                        match sup.reload(now) {
+                            Ok(_) => tracing::info!("SIGHUP: configuration reloaded"),
+                            Err(e) => tracing::error!("SIGHUP: {e}"),
+                        }
+                        let _ = notifier.ready();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let now = Instant::now();
+        for t in ready {
+            sup.on_ready(t, now);
+        }
+        server.service(&mut sup);
+    }
+    tracing::info!("all programs stopped; exiting");
+    Ok(())
+}
