@@ -40,6 +40,12 @@ pub enum Command {
     },
     /// Control a running host (supervisorctl-like; an interactive shell without a verb).
     Ctl(CtlArgs),
+    // audio: `devices` (owned by audio/; see crate::audio::devices)
+    /// List the audio hosts (ALSA, JACK) and their devices with default configurations.
+    #[command(
+        after_help = "Examples:\n  slotpool devices\n  JACK_DEFAULT_SERVER=studio slotpool devices   (a build with --features jack)"
+    )]
+    Devices,
     // engine: `render` (owned by the engine; see crate::engine::render)
     /// Render the patch offline to a WAV file, through the worker processes (or
     /// in-process with --in-process), as fast as it goes.
@@ -88,6 +94,11 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => ExitCode::from(u8::try_from(run_ctl(args)).unwrap_or(1)),
+        // audio: `devices`
+        Command::Devices => {
+            print!("{}", crate::audio::devices::listing());
+            ExitCode::SUCCESS
+        }
         // engine: `render` (owned by the engine)
         Command::Render(args) => match crate::engine::render::run(&args) {
             Ok(r) => {

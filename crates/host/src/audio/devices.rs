@@ -32,6 +32,24 @@ pub fn listing() -> String {
                 continue;
             }
         };
+        if *id == cpal::HostId::Alsa {
+            // (ALSA is always listed; nothing special.)
+        } else if host
+            .output_devices()
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+            && host
+                .input_devices()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        {
+            let server = std::env::var("JACK_DEFAULT_SERVER").unwrap_or_else(|_| "default".into());
+            let _ = writeln!(
+                out,
+                "  no devices: no server reachable (server name `{server}`)"
+            );
+            continue;
+        }
         let default_out = host.default_output_device().map(|d| device_label(&d));
         let default_in = host.default_input_device().map(|d| device_label(&d));
         list_direction(

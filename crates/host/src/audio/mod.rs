@@ -30,6 +30,7 @@ pub mod rt;
 mod sys;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,18 +38,9 @@ use std::time::Duration;
 pub use crate::config::Backend;
 pub use rt::RtState;
 
-/// What a backend drives: called once per block on the audio thread.
-///
-/// Buffers are planar f32: channel `c` of `input` is `input[c * frames .. (c + 1) * frames]`,
-/// and the same for `output`, with `frames` = the stream's `block_frames`. `output` holds
-/// stale data on entry; the processor overwrites all of it. It must not allocate, lock,
-/// log or block.
-// Agreed with the engine: `engine::BlockProcessor` has exactly this shape; when the
-// engine lands one of the two becomes a re-export of the other.
-pub trait BlockProcessor: Send {
-    /// Computes one block.
-    fn process(&mut self, input: &[f32], output: &mut [f32]);
-}
+/// What a backend drives: the engine's trait (planar f32, once per block, on the audio
+/// thread; no allocation, lock, log or blocking call).
+pub use crate::engine::BlockProcessor;
 
 impl<P: BlockProcessor + ?Sized> BlockProcessor for Box<P> {
     fn process(&mut self, input: &[f32], output: &mut [f32]) {
@@ -285,5 +277,51 @@ pub fn open(
                 start_null(processor)
             }
         },
+    }
+}
+
+/// A live run's audio: the clocked backend plus, with `--record`, the recording.
+#[derive(Debug)]
+pub struct LiveAudio {
+    running: Running,
+    recording: Option<record::Recording>,
+}
+
+/// How much audio the record ring holds before the audio thread starts dropping blocks.
+pub const RECORD_BUFFER: Duration = Duration::from_secs(2);
+
+impl LiveAudio {
+    /// Opens the backend (as [`open`]) for `processor`; with `record = Some(path)` its
+    /// master output is also written to that WAV file. Errors name the file or device.
+    pub fn start(
+        opts: &OpenOptions,
+        processor: Box<dyn BlockProcessor>,
+        record: Option<&Path>,
+        notice: &mut dyn fmt::Write,
+    ) -> anyhow::Result<LiveAudio> {
+        let (processor, recording) = match record {
+            None => (processor, None),
+            Some(path) => {
+                let (recording, tap) = record::Recording::start(path, opts.format, RECORD_BUFFER)?;
+                let p: Box<dyn BlockProcessor> = Box::new(record::Recorded::new(processor, tap));
+                (p, Some(recording))
+            }
+        };
+        let running = open(opts, processor, notice)?;
+        Ok(LiveAudio { running, recording })
+    }
+
+    /// The backend.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Stops the backend, then finishes the recording (if any) and says what it holds.
+    pub fn stop(self) -> anyhow::Result<Option<record::RecordReport>> {
+        self.running.stop();
+        match self.recording {
+            None => Ok(None),
+            Some(r) => Ok(Some(r.finish()?)),
+        }
     }
 }
