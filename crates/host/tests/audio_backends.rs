@@ -424,3 +424,35 @@ fn cpal_backend_reports_the_device_error_instead_of_falling_back() {
     let msg = err.to_string();
     assert!(msg.contains("slotpool devices"), "{msg}");
 }
+
+#[test]
+fn live_audio_with_record_writes_the_master_output_of_the_null_backend() {
+    watchdog(120);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("live.wav");
+    let opts = OpenOptions {
+        format: FMT_5MS,
+        backend: Backend::Null,
+        device: None,
+        host: HostChoice::Alsa,
+        realtime: None,
+    };
+    let ramp = Ramp {
+        block: 0,
+        frames: FMT_5MS.block_frames,
+    };
+    let mut notice = String::new();
+    let live =
+        audio::LiveAudio::start(&opts, Box::new(ramp), Some(&path), &mut notice).expect("start");
+    assert!(notice.is_empty());
+    while live.running().stats().blocks() < 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = live.stop().expect("stop").expect("a recording");
+    assert_eq!(report.frames_dropped, 0);
+    let (_, samples) = read_wav(&path);
+    let blocks = ramp_blocks(&samples, FMT_5MS);
+    assert!(blocks.len() >= 20);
+    assert_eq!(blocks, (0..blocks.len() as u64).collect::<Vec<_>>());
+    assert_eq!(report.frames_written, blocks.len() * FMT_5MS.block_frames);
+}
