@@ -100,10 +100,7 @@ fn render_through_workers_equals_the_in_process_reference() {
 
 /// A random small patch: up to 4 slots of built-in modules, each fed by the device
 /// input or an earlier slot, each routed to the output with a gain.
-fn patch_config(
-    slots: &[(usize, usize, bool, u8)],
-    frames: u32,
-) -> String {
+fn patch_config(slots: &[(usize, usize, bool, u8)], frames: u32) -> String {
     const MODULES: &[(&str, &str)] = &[
         ("sine", "{ freq = 330, amp = 0.25 }"),
         ("noise", "{ amp = 0.1 }"),
@@ -123,7 +120,10 @@ fn patch_config(
     for (i, &(_, from, _, gain)) in slots.iter().enumerate() {
         // Sources: an earlier slot (so the patch stays acyclic) or the device input.
         if i > 0 && from % (i + 1) != i {
-            c += &format!("[[route]]\nfrom = \"s{}:0\"\nto = \"s{i}:0\"\n", from % (i + 1));
+            c += &format!(
+                "[[route]]\nfrom = \"s{}:0\"\nto = \"s{i}:0\"\n",
+                from % (i + 1)
+            );
         }
         c += &format!(
             "[[route]]\nfrom = \"s{i}:0\"\nto = \"output\"\ngain = {}\n",

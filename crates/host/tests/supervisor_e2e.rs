@@ -24,7 +24,10 @@ struct Host {
 
 impl Host {
     fn start(config_body: &str) -> Host {
-        let dir = tempfile::tempdir().unwrap();
+        Host::start_with(config_body, tempfile::tempdir().unwrap(), &[])
+    }
+
+    fn start_with(config_body: &str, dir: tempfile::TempDir, env: &[(&str, &Path)]) -> Host {
         let sock = dir.path().join("ctl/h.sock");
         let cfg = format!(
             "[supervisor]\nlog_dir = \"logs\"\nspawn_rate = 100000\nspawn_burst = 100000\n[control]\nsocket = \"{}\"\n{config_body}",
@@ -39,6 +42,7 @@ impl Host {
             .env("XDG_STATE_HOME", dir.path())
             .env("SLOTPOOL_LOG", "debug")
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -443,5 +447,52 @@ fn sighup_reload_applies_the_difference_and_refuses_an_invalid_file() {
         "an invalid config changes nothing"
     );
     host.signal(libc::SIGTERM);
+    assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn the_host_notifies_ready_watchdog_and_stopping() {
+    watchdog(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut host = Host::start_with(
+        "[program.s]\ncommand = \"sleep 1000\"\nstartsecs = 1\n",
+        dir,
+        &[
+            ("NOTIFY_SOCKET", &sock_path),
+            ("WATCHDOG_USEC", Path::new("400000")),
+        ],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut recv = |seen: &mut Vec<String>| {
+        let n = sock.recv(&mut buf).expect("a notification within 20 s");
+        seen.extend(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .map(str::to_string),
+        );
+    };
+    while !seen.iter().any(|l| l == "READY=1") {
+        recv(&mut seen);
+    }
+    // READY=1 only once the autostart program is RUNNING (startsecs = 1).
+    assert!(
+        !host
+            .lines_with("success: s:0 entered RUNNING state")
+            .is_empty(),
+        "READY before RUNNING"
+    );
+    let watchdogs_before = seen.iter().filter(|l| *l == "WATCHDOG=1").count();
+    while seen.iter().filter(|l| *l == "WATCHDOG=1").count() < watchdogs_before + 2 {
+        recv(&mut seen);
+    }
+    host.signal(libc::SIGTERM);
+    while !seen.iter().any(|l| l == "STOPPING=1") {
+        recv(&mut seen);
+    }
     assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
 }

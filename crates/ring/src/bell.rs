@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::layout::hdr;
 use crate::mapping::Mapping;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys::{self, FutexWait};
 use crate::time::MonoTime;
 
@@ -88,29 +88,39 @@ impl Words {
 
 /// Waits until `word != seen` or `deadline`, announcing the sleep in `waiting`.
 /// Bounded by `deadline` whatever the peer does to either word.
+///
+/// Protocol (no lost wake-up, no syscall while the peer runs), a Dekker pair of SeqCst
+/// fences: the waiter stores `waiting = 1`, fence, loads `word`; the waker
+/// ([`bump_and_wake`]) bumps `word`, fence, loads `waiting`. The two fences are ordered
+/// one way or the other, so either the waiter's load sees the bump (and it does not
+/// sleep) or the waker's load sees the flag (and it calls FUTEX_WAKE). A bump that
+/// lands between the waiter's load and its sleep is caught by the kernel, which
+/// re-checks `word == seen` atomically with queueing the waiter.
 fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTime) -> WaitOutcome {
     loop {
-        // SeqCst: part of the waiting-flag protocol (see `sys`); pairs with the waker's
-        // SeqCst RMW of the word.
-        if word.load(Ordering::SeqCst) != seen {
+        // Acquire pairs with the waker's Release RMW of the word in `bump_and_wake`:
+        // what it published before ringing is visible once we see the new value.
+        if word.load(Ordering::Acquire) != seen {
             return WaitOutcome::Signalled;
         }
         if MonoTime::now() >= deadline {
             return WaitOutcome::TimedOut;
         }
-        // SeqCst store of the flag, then SeqCst re-load of the word: pairs with the
-        // waker's SeqCst RMW of the word followed by its SeqCst load of the flag.
-        waiting.store(1, Ordering::SeqCst);
-        let r = if word.load(Ordering::SeqCst) == seen {
+        // Relaxed store + SeqCst fence: the waiter's half of the fence pair above.
+        waiting.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Acquire: as the first load.
+        let r = if word.load(Ordering::Acquire) == seen {
             sys::futex_wait_until(word, seen, deadline.as_nanos())
         } else {
             FutexWait::Returned
         };
-        // Relaxed: clearing the flag only costs the peer a needless wake at worst.
+        // Relaxed: clearing the flag late only costs the peer a needless wake.
         waiting.store(0, Ordering::Relaxed);
         if r == FutexWait::TimedOut {
             // Last look so a wake racing with the timeout is not reported as late.
-            return if word.load(Ordering::SeqCst) != seen {
+            // Acquire: as the first load.
+            return if word.load(Ordering::Acquire) != seen {
                 WaitOutcome::Signalled
             } else {
                 WaitOutcome::TimedOut
@@ -121,11 +131,14 @@ fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTim
 
 /// Bumps `word` and wakes the peer only if its `waiting` flag is set.
 fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
-    // SeqCst RMW then SeqCst load of the flag: pairs with the waiter's SeqCst store of
-    // its flag and re-load of the word in `wait_word` (no lost wake-up). The RMW is
-    // also a Release of everything before it (audio pushed before ringing).
-    word.fetch_add(1, Ordering::SeqCst);
-    if waiting.load(Ordering::SeqCst) != 0 {
+    // Release pairs with the waiter's Acquire loads of the word in `wait_word` (and
+    // with `HostBell::done_count` / `WorkerBell::doorbell`): everything written before
+    // ringing (pushed blocks, the cycle word) is visible to a peer that sees the bump.
+    word.fetch_add(1, Ordering::Release);
+    // The waker's half of the SeqCst fence pair (see `wait_word`).
+    fence(Ordering::SeqCst);
+    // Relaxed: ordered by the fence pair.
+    if waiting.load(Ordering::Relaxed) != 0 {
         sys::futex_wake(word);
     }
 }
@@ -144,8 +157,8 @@ impl HostBell {
     /// Stores `cycle`, bumps the doorbell and wakes the worker only if it sleeps.
     /// RT-safe (a futex wake at most).
     pub fn ring(&self, cycle: u64) {
-        // Relaxed: ordered before the worker's read by the SeqCst RMW of the doorbell
-        // below (a release) and the worker's SeqCst load of it (an acquire).
+        // Relaxed: published by the Release RMW of the doorbell below, which pairs with
+        // the worker's Acquire load of the doorbell.
         self.words.w64(hdr::CYCLE).store(cycle, Ordering::Relaxed);
         bump_and_wake(
             self.words.w32(hdr::DOORBELL),
@@ -155,7 +168,7 @@ impl HostBell {
 
     /// The worker's `done` counter (untrusted: compare for change only).
     pub fn done_count(&self) -> u32 {
-        // Acquire pairs with the SeqCst RMW in `WorkerBell::signal_done`.
+        // Acquire pairs with the Release RMW in `WorkerBell::signal_done` (`bump_and_wake`).
         self.words.w32(hdr::DONE).load(Ordering::Acquire)
     }
 
@@ -193,7 +206,7 @@ impl WorkerBell {
 
     /// The doorbell counter (compare for change only).
     pub fn doorbell(&self) -> u32 {
-        // Acquire pairs with the SeqCst RMW in `HostBell::ring`.
+        // Acquire pairs with the Release RMW in `HostBell::ring` (`bump_and_wake`).
         self.words.w32(hdr::DOORBELL).load(Ordering::Acquire)
     }
 

@@ -3,14 +3,14 @@
 //! memfd creation and sealing, fstat, CLOCK_MONOTONIC, shared futexes.
 //!
 //! Futex protocol (both directions, docs/ABI.md "Wake-ups"): the waiter stores its
-//! `*_waiting` flag = 1 (SeqCst), re-loads the futex word (SeqCst) and only sleeps
-//! (`FUTEX_WAIT_BITSET`, which itself re-checks the word in the kernel) if it still
-//! holds the value it saw; the waker bumps the word (SeqCst RMW) and then loads the
-//! peer's `*_waiting` flag (SeqCst), calling `FUTEX_WAKE` only if it is set. SeqCst on
-//! all four accesses puts them in one total order, so at least one side sees the
-//! other's write: either the waiter sees the new word and does not sleep, or the waker
-//! sees the flag and wakes it. No wake-up is lost and no syscall is made when the peer
-//! is running.
+//! `*_waiting` flag = 1, issues a SeqCst fence, re-loads the futex word and only
+//! sleeps (`FUTEX_WAIT_BITSET`, which itself re-checks the word in the kernel) if it
+//! still holds the value it saw; the waker bumps the word, issues a SeqCst fence and
+//! loads the peer's `*_waiting` flag, calling `FUTEX_WAKE` only if it is set. The two
+//! fences are totally ordered, so at least one side sees the other's write: either the
+//! waiter sees the new word and does not sleep, or the waker sees the flag and wakes
+//! it. No wake-up is lost and no syscall is made when the peer is running. The code is
+//! `bell::wait_word` / `bell::bump_and_wake`; `tests/loom.rs` model-checks it.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -129,21 +129,37 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Under loom there is no kernel: a wait returns at once (a futex may always return
-/// spuriously, so callers are written for that) and a wake does nothing.
 #[cfg(loom)]
-pub(crate) fn futex_wait_until(_word: &AtomicU32, _expected: u32, deadline_ns: u64) -> FutexWait {
-    loom::thread::yield_now();
-    if monotonic_ns() >= deadline_ns {
-        FutexWait::TimedOut
-    } else {
-        FutexWait::Returned
-    }
+loom::lazy_static! {
+    /// Loom's stand-in for the kernel's futex hash bucket: one lock and one condition
+    /// variable for every word (reset by loom for each explored execution).
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
 }
 
-/// Under loom a wake is a no-op (see `futex_wait_until`).
+/// Loom build: the futex as the kernel defines it, minus timeouts. The value check
+/// and the sleep are atomic with respect to wakes (both under the bucket lock), so a
+/// lost wake-up in the waiting-flag protocol shows up as a loom deadlock. Deadlines are
+/// not modelled: loom models pass a far-future deadline.
 #[cfg(loom)]
-pub(crate) fn futex_wake(_word: &AtomicU32) {}
+pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, _deadline_ns: u64) -> FutexWait {
+    let (lock, cv) = &*FUTEX;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    // SeqCst: the kernel's read of the word is a full barrier.
+    if word.load(crate::sync::Ordering::SeqCst) != expected {
+        return FutexWait::Returned;
+    }
+    drop(cv.wait(guard).unwrap_or_else(|e| e.into_inner()));
+    FutexWait::Returned
+}
+
+/// Loom build: wakes every waiter (see `futex_wait_until`).
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32) {
+    let (lock, cv) = &*FUTEX;
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    cv.notify_all();
+}
 
 #[cfg(all(test, not(loom)))]
 mod tests {

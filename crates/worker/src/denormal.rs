@@ -4,6 +4,12 @@
 //! renderer (which both go through [`with_denormals_flushed`]) compute bit-identical
 //! results.
 //!
+//! What the guard covers: arithmetic that reads its operands from memory and writes its
+//! results to memory inside the guarded call, which is what a `process()` call does (input
+//! block and state in, output block and state out). The compiler knows nothing of the
+//! floating-point environment, so a register-only computation whose result leaves the call
+//! by value may be scheduled outside it.
+//!
 //! This module holds the worker crate's only `unsafe` code: reading and writing the SSE
 //! control register (MXCSR) needs `stmxcsr`/`ldmxcsr`, for which Rust offers no safe
 //! wrapper. On targets other than x86_64 the guard does nothing (and
@@ -57,11 +63,14 @@ mod imp {
         // here is one read from MXCSR by `read`, with only FTZ and DAZ possibly added; both
         // bits exist on every x86_64 CPU, so no reserved bit is set and the load cannot
         // fault. The change is per thread and is undone by `restore` before `f`'s caller
-        // runs again. (LLVM assumes the default floating-point environment when it folds
-        // constants; folding never produces subnormals in this crate's modules, and the
-        // worker and in-process paths share this guard, so results stay identical.)
+        // runs again. The asm has neither `nomem` nor `readonly`, so the compiler treats it
+        // as reading and writing any memory: no load of the block being processed can be
+        // moved across it. (LLVM assumes the default floating-point environment: it may
+        // fold constants or move register-only arithmetic across this asm; folding never
+        // produces subnormals in this crate's modules, and the worker and in-process
+        // paths share this guard, so results stay identical.)
         unsafe {
-            asm!("ldmxcsr [{p}]", p = in(reg) &raw const value, options(nostack, preserves_flags, readonly));
+            asm!("ldmxcsr [{p}]", p = in(reg) &raw const value, options(nostack, preserves_flags));
         }
     }
 
@@ -106,11 +115,15 @@ mod tests {
         let half = std::hint::black_box(0.5_f32);
         assert!(!denormals_flushed());
         assert!((tiny * half).is_subnormal());
-        let inside = with_denormals_flushed(|| {
+        // Like a processor: operands loaded from memory and the result stored to memory
+        // (an output buffer the caller sees) inside the guarded call.
+        let mut out = [1.0_f32];
+        let out_ref = std::hint::black_box(&mut out);
+        with_denormals_flushed(|| {
             assert!(denormals_flushed());
-            std::hint::black_box(tiny) * std::hint::black_box(half)
+            out_ref[0] = std::hint::black_box(tiny) * std::hint::black_box(half);
         });
-        assert_eq!(inside, 0.0);
+        assert_eq!(std::hint::black_box(out)[0], 0.0);
         assert!(!denormals_flushed(), "flags restored after the guard");
         assert!((tiny * half).is_subnormal());
     }

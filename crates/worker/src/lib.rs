@@ -20,10 +20,9 @@
 //! use slotpool_worker::{AudioIn, AudioOut, ParamKind, ParamSpec, ProcessConfig};
 //! use slotpool_worker::{ProcessContext, Processor};
 //!
-//! // Debug builds: make any allocation inside process() abort (recommended).
-//! #[cfg(debug_assertions)]
+//! // Debug builds: any allocation inside process() aborts (release: the system allocator).
 //! #[global_allocator]
-//! static ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+//! static ALLOC: slotpool_worker::GuardAllocator = slotpool_worker::GuardAllocator;
 //!
 //! const PARAMS: &[ParamSpec] = &[ParamSpec {
 //!     id: 0, name: "amount", unit: "", min: 0.0, max: 1.0, default: 1.0,
@@ -70,9 +69,10 @@
 //! 1. sets `PR_SET_PDEATHSIG(SIGKILL)` itself (so it holds even if the host forgot), then
 //!    checks `getppid() == SLOTPOOL_PARENT_PID`: if the parent already changed, the host
 //!    died before the death signal was armed, and the worker exits with status 3;
-//! 2. takes the region fd (marking it close-on-exec, so its own children never inherit it),
-//!    opens and validates the region (seals, size, magic, ABI version, layout) and checks
-//!    the slot name;
+//! 2. opens and validates the region (seals, size, magic, ABI version, layout), checks
+//!    that the header's slot name equals `SLOTPOOL_SLOT`, and closes the inherited fd once
+//!    mapped, so that its own children never inherit it (this SDK takes the fd without
+//!    `unsafe` by reopening `/proc/self/fd/N` and closing `N`);
 //! 3. writes its pid and state `STARTING`;
 //! 4. prepares the processor (the only phase that may allocate);
 //! 5. announces every parameter as `Event::Param { id, default, name }` in id order;
@@ -89,6 +89,11 @@
 //! sleeps); bump `worker_heartbeat`; then wait on the doorbell futex with a bounded timeout.
 //! Commands are applied between blocks, never inside one. A block is only taken from the
 //! input ring when the output ring has room for its result (back-pressure instead of loss).
+//!
+//! The host rings the doorbell after pushing input blocks, and should ring it after pushing
+//! commands too; a command pushed without a ring is still seen within [`WAIT_SLICE`].
+//! A command is only taken when the event ring has room for its answer, so a host that
+//! stops reading events stalls its commands instead of losing answers.
 //!
 //! Commands: `SetParam` (validated, clamped; continuous parameters glide), `Reset`,
 //! `Bypass`, `Ping` (acked), `Shutdown`. Each command is answered by `Event::Ack { seq }`, or
@@ -108,9 +113,10 @@
 //! [`Processor::process`], [`Processor::set_param`] and [`Processor::reset`] run on the
 //! process loop and must not allocate, lock, log or block. Every such call goes through
 //! [`rt_guard`]: flush-to-zero/denormals-are-zero set for the call, and
-//! `assert_no_alloc::assert_no_alloc` around it. The allocation guard only fires when the
-//! program's global allocator is `assert_no_alloc::AllocDisabler` (declare it in your
-//! `main.rs` as above; the `slotpool-worker` binary does) and only in debug builds.
+//! `assert_no_alloc::assert_no_alloc` around it; the whole loop iteration runs under the
+//! allocation guard too. The guard only fires when the program's global allocator is
+//! [`GuardAllocator`] (declare it in your `main.rs` as above; the `slotpool-worker` binary
+//! does) and only in debug builds.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -140,7 +146,25 @@ pub use sys::{
     EnvError, StartEnv,
 };
 
+/// The global allocator a worker program declares so that the allocation guard works:
+/// `assert_no_alloc::AllocDisabler` in debug builds (an allocation inside a guarded call
+/// aborts the process), the system allocator in release builds. Chosen by this crate's
+/// build profile, so it always matches the guard compiled into [`rt_guard`]. Declare it
+/// as in the crate example: `#[global_allocator] static ALLOC: GuardAllocator = GuardAllocator;`.
+// (`not(doctest)`: rustdoc collects doctests with debug assertions on even in a release
+// test run, where assert_no_alloc has no AllocDisabler.)
+#[cfg(all(debug_assertions, not(doctest)))]
+pub use assert_no_alloc::AllocDisabler as GuardAllocator;
+/// The global allocator a worker program declares (release build: the system allocator;
+/// debug builds: `assert_no_alloc::AllocDisabler`).
+#[cfg(any(not(debug_assertions), doctest))]
+pub use std::alloc::System as GuardAllocator;
+
+/// Whether [`rt_guard`] forbids allocation in this build (debug builds, given
+/// [`GuardAllocator`] as the global allocator).
+pub const ALLOC_GUARD_ACTIVE: bool = cfg!(debug_assertions);
+
 // The library's own unit tests run with the allocation guard armed, like the binary.
-#[cfg(all(test, debug_assertions))]
+#[cfg(test)]
 #[global_allocator]
-static TEST_ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+static TEST_ALLOC: GuardAllocator = GuardAllocator;

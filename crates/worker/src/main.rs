@@ -9,10 +9,9 @@ use clap::Parser;
 use slotpool_worker::cli::{Args, Settings, list_modules};
 use slotpool_worker::exit_status;
 
-// Debug builds: any allocation inside a process() call aborts the worker.
-#[cfg(debug_assertions)]
+// Debug builds: any allocation inside a process() call aborts.
 #[global_allocator]
-static ALLOC: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+static ALLOC: slotpool_worker::GuardAllocator = slotpool_worker::GuardAllocator;
 
 fn main() -> ExitCode {
     let settings = match Args::parse().into_settings() {

@@ -219,6 +219,26 @@ pub enum ParamError {
 }
 
 impl ParamSpec {
+    /// A continuous (smoothed) parameter: the common case, in one line.
+    pub const fn continuous(
+        id: u32,
+        name: &'static str,
+        unit: &'static str,
+        min: f32,
+        max: f32,
+        default: f32,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            unit,
+            min,
+            max,
+            default,
+            kind: ParamKind::Continuous,
+        }
+    }
+
     /// Validates a value from the wire or a config: refuses NaN and infinities, clamps into
     /// `[min, max]`, rounds integer, bool and enum values. This is what reaches
     /// [`Processor::set_param`].

@@ -427,35 +427,56 @@ impl<P: Processor> Worker<P> {
     /// Real-time safe: no allocation, lock or logging; the only blocking call is the
     /// bounded doorbell wait.
     pub fn run(&mut self, stop: &AtomicBool, host_timeout: Duration, process: bool) -> Outcome {
-        let mut host_beat = self.end.bell.host_heartbeat();
-        let mut host_beat_at = MonoTime::now();
+        let mut watch = HostWatch {
+            beat: self.end.bell.host_heartbeat(),
+            since: MonoTime::now(),
+            timeout: host_timeout,
+        };
         loop {
-            // Read before draining: a ring after this read makes the wait below return at
-            // once, so no block pushed after the drain is left sleeping.
-            let seen = self.end.bell.doorbell();
-            // Relaxed: a flag set by the signal handler; nothing is published through it.
-            if stop.load(Ordering::Relaxed) {
-                return Outcome::Stopped;
-            }
-            if process && let Some(outcome) = self.pump() {
+            // Every iteration runs under the allocation guard (debug builds, with
+            // `AllocDisabler` as global allocator): the loop itself never allocates; only
+            // deliberate faults are let through with `permit_alloc`.
+            let step =
+                assert_no_alloc::assert_no_alloc(|| self.iteration(stop, process, &mut watch));
+            if let Some(outcome) = step {
                 return outcome;
             }
-            self.end.bell.beat();
-            let now = MonoTime::now();
-            let beat = self.end.bell.host_heartbeat();
-            if beat != host_beat {
-                host_beat = beat;
-                host_beat_at = now;
-            } else {
-                let still_for = now.saturating_duration_since(host_beat_at);
-                if still_for >= host_timeout {
-                    return Outcome::HostGone { still_for };
-                }
-            }
-            self.end
-                .bell
-                .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
         }
+    }
+
+    /// One turn of the loop: commands, blocks, heartbeat, host watch, bounded wait.
+    fn iteration(
+        &mut self,
+        stop: &AtomicBool,
+        process: bool,
+        watch: &mut HostWatch,
+    ) -> Option<Outcome> {
+        // Read before draining: a ring after this read makes the wait below return at
+        // once, so no block pushed after the drain is left sleeping.
+        let seen = self.end.bell.doorbell();
+        // Relaxed: a flag set by the signal handler; nothing is published through it.
+        if stop.load(Ordering::Relaxed) {
+            return Some(Outcome::Stopped);
+        }
+        if process && let Some(outcome) = self.pump() {
+            return Some(outcome);
+        }
+        self.end.bell.beat();
+        let now = MonoTime::now();
+        let beat = self.end.bell.host_heartbeat();
+        if beat != watch.beat {
+            watch.beat = beat;
+            watch.since = now;
+        } else {
+            let still_for = now.saturating_duration_since(watch.since);
+            if still_for >= watch.timeout {
+                return Some(Outcome::HostGone { still_for });
+            }
+        }
+        self.end
+            .bell
+            .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+        None
     }
 
     /// Applies pending commands, then processes every pending block, applying commands
@@ -493,6 +514,8 @@ impl<P: Processor> Worker<P> {
                 // if it did, the block is dropped and the host sees it late.
                 Err(PushError::Full | PushError::WrongLength { .. }) => {}
             }
+            // Beat before done: a host that saw the block also sees the beat.
+            self.end.bell.beat();
             self.end.bell.signal_done();
             if let Some(outcome) = self.apply_commands() {
                 return Some(outcome);
@@ -511,19 +534,26 @@ impl<P: Processor> Worker<P> {
         {
             self.fire();
         }
-        if self.triggered
-            && self.faults.leak_fds
-            && let Ok(f) = std::fs::File::open("/dev/null")
-        {
-            use std::os::fd::IntoRawFd;
-            // Leaked on purpose: the fd stays open until the process exits.
-            let _leaked = f.into_raw_fd();
+        if self.triggered && self.faults.leak_fds {
+            // A fault on purpose, so the allocation (the path) is allowed.
+            assert_no_alloc::permit_alloc(|| {
+                if let Ok(f) = std::fs::File::open("/dev/null") {
+                    use std::os::fd::IntoRawFd;
+                    // Leaked on purpose: the fd stays open until the process exits.
+                    let _leaked = f.into_raw_fd();
+                }
+            });
         }
     }
 
     /// The trigger fires: commit the sudden fault, arm the per-block ones.
     fn fire(&mut self) {
         self.triggered = true;
+        // Faults on purpose may allocate (exit handlers, say).
+        assert_no_alloc::permit_alloc(|| self.commit_sudden());
+    }
+
+    fn commit_sudden(&self) {
         match self.faults.sudden {
             None => {}
             Some(Sudden::Segv) => {
@@ -612,6 +642,14 @@ impl<P: Processor> Worker<P> {
     }
 }
 
+/// The host heartbeat as last seen, for the "host is gone" verdict.
+#[derive(Debug)]
+struct HostWatch {
+    beat: u64,
+    since: MonoTime,
+    timeout: Duration,
+}
+
 /// A short description of a decode error for `Event::Error` (no allocation: static text).
 fn format_decode(e: &slotpool_ring::DecodeError) -> &'static str {
     use slotpool_ring::DecodeError as D;
@@ -631,5 +669,216 @@ fn decode_seq(e: &slotpool_ring::DecodeError) -> u64 {
         | D::Version { pos, .. }
         | D::Seq { pos, .. }
         | D::BadField { pos, .. } => pos.wrapping_add(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use slotpool_ring::{HostRegion, RingId, SlotLayout};
+
+    use super::*;
+    use crate::modules::ModuleSpec;
+    use crate::processor::{AudioIn, AudioOut, ParamSpec, ProcessContext};
+
+    fn layout() -> SlotLayout {
+        SlotLayout {
+            channels_in: 1,
+            channels_out: 1,
+            block_frames: 8,
+            audio_capacity: 4,
+            command_capacity: 8,
+            event_capacity: 16,
+        }
+    }
+
+    fn gain_worker(region: &HostRegion<slotpool_ring::Heap>) -> Worker<Box<dyn Processor>> {
+        let processor = ModuleSpec::new("gain").unwrap().build().unwrap();
+        let worker_region = region.open_worker().unwrap();
+        Worker::new(
+            processor,
+            worker_region,
+            48_000.0,
+            FaultPlan::default(),
+            WAIT_SLICE,
+        )
+        .unwrap()
+    }
+
+    /// Runs the loop on a thread until it returns; the host side stays with the caller.
+    fn spawn_loop(
+        mut worker: Worker<Box<dyn Processor>>,
+        timeout: Duration,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<Outcome>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        (
+            stop,
+            std::thread::spawn(move || worker.run(&s, timeout, true)),
+        )
+    }
+
+    fn answer(host: &mut slotpool_ring::HostEnd, seq: u64) -> Event {
+        let end = MonoTime::now().saturating_add(Duration::from_secs(10));
+        loop {
+            match host.events.pop().unwrap() {
+                Some((_, e @ (Event::Ack { seq: s } | Event::Error { seq: s, .. })))
+                    if s == seq =>
+                {
+                    return e;
+                }
+                Some(_) => {}
+                None => {
+                    assert!(MonoTime::now() < end, "no answer for seq {seq}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn announces_params_in_id_order_and_stays_starting() {
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mut host = region.host_end().unwrap();
+        let processor = ModuleSpec::new("delay").unwrap().build().unwrap();
+        let _worker = Worker::new(
+            processor,
+            region.open_worker().unwrap(),
+            48_000.0,
+            FaultPlan::default(),
+            WAIT_SLICE,
+        )
+        .unwrap();
+        let mut names = Vec::new();
+        while let Some((_, e)) = host.events.pop().unwrap() {
+            let Event::Param { id, name, .. } = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(id as usize, names.len());
+            names.push(name.as_str().to_string());
+        }
+        assert_eq!(names, ["time", "feedback", "mix"]);
+        assert_eq!(region.monitor().worker_state(), WorkerState::Starting);
+        assert_eq!(region.monitor().worker_pid(), std::process::id());
+    }
+
+    #[test]
+    fn refuses_a_param_table_whose_ids_are_not_indices() {
+        #[derive(Debug)]
+        struct Bad;
+        const P: &[ParamSpec] = &[ParamSpec::continuous(3, "x", "", 0.0, 1.0, 0.0)];
+        impl Processor for Bad {
+            fn params(&self) -> &[ParamSpec] {
+                P
+            }
+            fn prepare(&mut self, _: &ProcessConfig) {}
+            fn process(&mut self, _: &AudioIn<'_>, _: &mut AudioOut<'_>, _: &ProcessContext) {}
+            fn set_param(&mut self, _: u32, _: f32) {}
+            fn reset(&mut self) {}
+        }
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let e = Worker::new(
+            Bad,
+            region.open_worker().unwrap(),
+            48_000.0,
+            FaultPlan::default(),
+            WAIT_SLICE,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has id 3"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_command_is_answered_with_an_error_and_skipped() {
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mut host = region.host_end().unwrap();
+        let worker = gain_worker(&region);
+        // A valid record, then its kind overwritten with one no ABI version has.
+        let seq = host.commands.push(Command::Reset).unwrap();
+        let peer = region.peer_access();
+        let slots = peer
+            .slot_ranges()
+            .into_iter()
+            .find(|(id, _)| *id == RingId::Commands)
+            .unwrap()
+            .1;
+        peer.write_bytes(slots.start, &0xBEEF_u16.to_le_bytes());
+        let next = host.commands.push(Command::Ping { token: 5 }).unwrap();
+        region.monitor().beat_host();
+        let (stop, thread) = spawn_loop(worker, Duration::from_secs(30));
+        host.bell.ring(0);
+        match answer(&mut host, seq) {
+            Event::Error { code, message, .. } => {
+                assert_eq!(code, error_code::BAD_RECORD);
+                assert_eq!(message.as_str(), "unknown command kind");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            answer(&mut host, next),
+            Event::Ack { seq: next },
+            "the next command still works"
+        );
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(thread.join().unwrap(), Outcome::Stopped);
+    }
+
+    #[test]
+    fn a_non_finite_value_is_refused_by_seq_and_later_commands_apply() {
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mut host = region.host_end().unwrap();
+        let (stop, thread) = spawn_loop(gain_worker(&region), Duration::from_secs(30));
+        let seq = host
+            .commands
+            .push(Command::SetParam {
+                id: 0,
+                value: f32::NAN,
+            })
+            .unwrap();
+        let ok = host
+            .commands
+            .push(Command::SetParam { id: 0, value: -6.0 })
+            .unwrap();
+        host.bell.ring(0);
+        // The ring's decoder refuses the NaN before the processor could see it.
+        let refused = answer(&mut host, seq);
+        assert!(
+            matches!(
+                refused,
+                Event::Error {
+                    code: error_code::BAD_RECORD,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(answer(&mut host, ok), Event::Ack { seq: ok });
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(thread.join().unwrap(), Outcome::Stopped);
+    }
+
+    #[test]
+    fn loop_ends_when_the_host_heartbeat_stands_still() {
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let (_stop, thread) = spawn_loop(gain_worker(&region), Duration::from_millis(60));
+        match thread.join().unwrap() {
+            Outcome::HostGone { still_for } => assert!(still_for >= Duration::from_millis(60)),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_the_documented_exit_statuses() {
+        assert_eq!(Outcome::Stopped.exit_status(), 0);
+        assert_eq!(Outcome::Shutdown { seq: 1 }.exit_status(), 0);
+        assert_eq!(
+            Outcome::HostGone {
+                still_for: Duration::ZERO
+            }
+            .exit_status(),
+            3
+        );
     }
 }

@@ -56,3 +56,6 @@ pub trait BlockProcessor: Send {
     /// Processes one block.
     fn process(&mut self, input: &[f32], output: &mut [f32]);
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,7 @@ pub fn sanitize(block: &mut [f32]) -> u32 {
     let mut changed = 0u32;
     for s in block {
         let x = *s;
-        let y = if !x.is_finite() || x.abs() < f32::MIN_POSITIVE {
+        let y = if !x.is_finite() || x.is_subnormal() {
             0.0
         } else {
             x.clamp(-MAX_SAMPLE, MAX_SAMPLE)
