@@ -40,6 +40,16 @@ pub enum Command {
     },
     /// Control a running host (supervisorctl-like; an interactive shell without a verb).
     Ctl(CtlArgs),
+    // audio: `devices` (owned by audio/; see crate::audio::devices)
+    /// List the audio hosts (ALSA, JACK) and their devices with default configurations.
+    #[command(
+        after_help = "Examples:\n  slotpool devices\n  JACK_DEFAULT_SERVER=studio slotpool devices   (a build with --features jack)"
+    )]
+    Devices,
+    // engine: `render` (owned by the engine; see crate::engine::render)
+    /// Render the patch offline to a WAV file, through the worker processes (or
+    /// in-process with --in-process), as fast as it goes.
+    Render(crate::engine::render::RenderArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -84,6 +94,30 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => ExitCode::from(u8::try_from(run_ctl(args)).unwrap_or(1)),
+        // audio: `devices`
+        Command::Devices => {
+            print!("{}", crate::audio::devices::listing());
+            ExitCode::SUCCESS
+        }
+        // engine: `render` (owned by the engine)
+        Command::Render(args) => match crate::engine::render::run(&args) {
+            Ok(r) => {
+                if !args.quiet {
+                    eprintln!(
+                        "rendered {} frames to {} in {:.2} s ({} worker process(es))",
+                        r.frames,
+                        args.output.display(),
+                        r.elapsed.as_secs_f64(),
+                        r.workers
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slotpool render: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -1,0 +1,300 @@
+//! The engine with real worker loops (the worker SDK's `Worker`, on threads) over heap
+//! regions: fallback in the cycle a worker stops, reset and re-attach with the
+//! recorded parameters, quarantine of a scribbling worker. Every test arms a watchdog.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use slotpool_ring::{Heap, HostRegion, SlotLayout, WorkerState};
+use slotpool_router::{ChannelMap, PatchRouter};
+use slotpool_worker::fault::FaultPlan;
+use slotpool_worker::modules::ModuleSpec;
+use slotpool_worker::{Outcome, Worker};
+
+use super::*;
+use crate::config::{Fallback, SlotMode};
+
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("watchdog: test exceeded {limit:?}; aborting");
+        std::process::abort();
+    });
+}
+
+const FRAMES: u32 = 256;
+const RATE: u32 = 48_000;
+
+struct TestWorker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Outcome>,
+}
+
+impl TestWorker {
+    /// Attaches a worker loop running `module` to `region` and waits for RUNNING.
+    fn start(region: &HostRegion<Heap>, module: &ModuleSpec) -> TestWorker {
+        let wr = region.open_worker().unwrap();
+        let processor = module.build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut w = Worker::new(
+                processor,
+                wr,
+                RATE as f32,
+                FaultPlan::default(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            w.mark_running();
+            let outcome = w.run(&flag, Duration::from_secs(60), true);
+            w.mark_finished(&outcome);
+            outcome
+        });
+        let monitor = region.monitor();
+        let t0 = Instant::now();
+        while monitor.worker_state() != WorkerState::Running {
+            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        TestWorker { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        sample_rate: RATE,
+        block_frames: FRAMES,
+        channels_in: 1,
+        channels_out: 1,
+        // The whole period: generous on a loaded 2-core test box.
+        deadline: 1.0,
+        pacing: Pacing::RealTime,
+        capacity: 8,
+    }
+}
+
+fn layout() -> SlotLayout {
+    SlotLayout {
+        channels_in: 1,
+        channels_out: 1,
+        block_frames: FRAMES,
+        audio_capacity: 4,
+        command_capacity: 64,
+        event_capacity: 64,
+    }
+}
+
+/// One sine slot `osc:0` → output, attached, running, patch published.
+fn one_sine(
+    fallback: Fallback,
+) -> (
+    EngineRt,
+    EngineHandle,
+    HostRegion<Heap>,
+    TestWorker,
+    ModuleSpec,
+) {
+    let (rt, mut handle) = engine(settings());
+    let region = HostRegion::create_heap("osc:0", layout()).unwrap();
+    let module = ModuleSpec::parse("sine", [("freq", "1000"), ("amp", "0.5")]).unwrap();
+    let spec = SlotSpec {
+        name: "osc:0".into(),
+        mode: SlotMode::Sync,
+        fallback,
+        channels_in: 1,
+        channels_out: 1,
+        params: module
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .collect(),
+    };
+    handle
+        .attach(&spec, region.host_end().unwrap(), region.monitor())
+        .unwrap();
+    let worker = TestWorker::start(&region, &module);
+    let mut patch = PatchRouter::new(1, 1).unwrap();
+    patch.add_slot("osc:0", 1, 1).unwrap();
+    patch
+        .connect("osc:0", "output", ChannelMap::Auto, 1.0)
+        .unwrap();
+    handle.publish(&patch).unwrap();
+    (rt, handle, region, worker, module)
+}
+
+fn run(rt: &mut EngineRt, n: usize) -> Vec<Vec<f32>> {
+    let input = vec![0.0; FRAMES as usize];
+    let period = Duration::from_nanos(settings().period_ns());
+    (0..n)
+        .map(|_| {
+            let mut out = vec![0.0; FRAMES as usize];
+            rt.process(&input, &mut out);
+            std::thread::sleep(period / 4);
+            out
+        })
+        .collect()
+}
+
+fn peak(b: &[f32]) -> f32 {
+    b.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// Runs cycles until `done(stats)` or a bound; returns the blocks.
+fn run_until(
+    rt: &mut EngineRt,
+    handle: &EngineHandle,
+    done: impl Fn(&SlotSnapshot) -> bool,
+) -> Vec<Vec<f32>> {
+    let mut blocks = Vec::new();
+    for _ in 0..2000 {
+        blocks.extend(run(rt, 1));
+        if done(&handle.stats().slot(0).unwrap().snapshot()) {
+            return blocks;
+        }
+    }
+    panic!("condition not reached in 2000 cycles");
+}
+
+#[test]
+fn a_stopped_worker_falls_back_in_the_same_cycle_and_its_replacement_gets_the_params_back() {
+    watchdog(Duration::from_secs(60));
+    let (mut rt, mut handle, region, worker, module) = one_sine(Fallback::Silence);
+    let first = run_until(&mut rt, &handle, |s| s.good_blocks >= 20);
+    assert!(
+        first.iter().rev().take(5).all(|b| peak(b) > 0.4),
+        "the sine plays"
+    );
+
+    // A parameter change is recorded by the host (and forwarded).
+    handle
+        .send(ToEngine::SetParam {
+            slot: 0,
+            id: 1,
+            value: 0.125,
+        })
+        .unwrap();
+    run(&mut rt, 40);
+
+    worker.stop();
+    let late_before = handle.stats().slot(0).unwrap().snapshot().late;
+    let after = run(&mut rt, 3);
+    let snap = handle.stats().slot(0).unwrap().snapshot();
+    assert!(
+        snap.late > late_before,
+        "the stopped worker's blocks are late"
+    );
+    // The first block after the stop already is the fallback, faded out from the
+    // last good block; the next ones are the fallback itself (silence).
+    assert!(after[1].iter().all(|&x| x == 0.0) && after[2].iter().all(|&x| x == 0.0));
+    assert_eq!(
+        *after[0].last().unwrap(),
+        0.0,
+        "the fade-out ends on the fallback"
+    );
+
+    // The supervisor reaped it: the engine resets the region and says so.
+    handle.send(ToEngine::SlotDown { slot: 0 }).unwrap();
+    run(&mut rt, 1);
+    assert!(matches!(
+        handle.poll(),
+        Some(FromEngine::SlotReset { slot: 0 })
+    ));
+    assert_eq!(
+        handle.stats().slot(0).unwrap().snapshot().link,
+        SlotLink::Down
+    );
+
+    // A replacement started with the config's parameters (amp 0.5) gets the recorded
+    // amp 0.125 back on SlotUp.
+    let worker = TestWorker::start(&region, &module);
+    handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
+    let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
+    let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 60);
+    let tail_peak = back
+        .iter()
+        .rev()
+        .take(10)
+        .map(|b| peak(b))
+        .fold(0.0, f32::max);
+    assert!(
+        (0.1..0.15).contains(&tail_peak),
+        "recorded amp 0.125 re-sent to the replacement, peak {tail_peak}"
+    );
+    worker.stop();
+}
+
+#[test]
+fn a_scribbling_worker_is_quarantined_and_replaced_while_the_host_keeps_running() {
+    watchdog(Duration::from_secs(60));
+    let (mut rt, mut handle, region, worker, module) = one_sine(Fallback::Hold);
+    run_until(&mut rt, &handle, |s| s.good_blocks >= 10);
+    worker.stop();
+    // A dead worker's last act: garbage over every word it may write.
+    let mut quarantined = false;
+    for seed in 1..50u64 {
+        region.open_worker().unwrap().scribble(seed);
+        run(&mut rt, 2);
+        while let Some(msg) = handle.poll() {
+            if let FromEngine::Quarantined { slot: 0, .. } = msg {
+                quarantined = true;
+            }
+        }
+        if quarantined {
+            break;
+        }
+    }
+    assert!(quarantined, "the engine noticed the broken ring");
+    let snap = handle.stats().slot(0).unwrap().snapshot();
+    assert_eq!(snap.link, SlotLink::Quarantined);
+    assert!(snap.ring_faults >= 1);
+    // SlotUp on a quarantined slot is refused until the region was reset.
+    handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
+    run(&mut rt, 1);
+    assert_eq!(
+        handle.stats().slot(0).unwrap().snapshot().link,
+        SlotLink::Quarantined
+    );
+
+    handle.send(ToEngine::SlotDown { slot: 0 }).unwrap();
+    run(&mut rt, 1);
+    assert!(matches!(
+        handle.poll(),
+        Some(FromEngine::SlotReset { slot: 0 })
+    ));
+    let worker = TestWorker::start(&region, &module);
+    handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
+    let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
+    let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 10);
+    assert!(peak(back.last().unwrap()) > 0.4, "the replacement plays");
+    worker.stop();
+}
+
+#[test]
+fn a_new_patch_takes_effect_at_the_next_cycle_without_a_late_block() {
+    watchdog(Duration::from_secs(60));
+    let (mut rt, mut handle, _region, worker, _) = one_sine(Fallback::Silence);
+    run_until(&mut rt, &handle, |s| s.good_blocks >= 10);
+    let late = handle.stats().slot(0).unwrap().snapshot().late;
+    let mut patch = PatchRouter::new(1, 1).unwrap();
+    patch.add_slot("osc:0", 1, 1).unwrap();
+    patch
+        .connect("osc:0", "output", ChannelMap::Auto, 0.0)
+        .unwrap();
+    handle.publish(&patch).unwrap();
+    let blocks = run(&mut rt, 3);
+    assert!(
+        blocks.iter().all(|b| b.iter().all(|&x| x == 0.0)),
+        "gain 0 from the first cycle after publish"
+    );
+    assert_eq!(handle.stats().slot(0).unwrap().snapshot().late, late);
+    worker.stop();
+}
