@@ -16,13 +16,21 @@ fuzz_target!(|data: &[u8]| {
     w[..n].copy_from_slice(&rest[..n]);
 
     if let Ok((seq, c)) = Command::decode(&w, pos) {
-        assert_eq!(seq, pos.wrapping_add(1), "accepted a command out of sequence");
+        assert_eq!(
+            seq,
+            pos.wrapping_add(1),
+            "accepted a command out of sequence"
+        );
         let again = Command::decode(&c.encode(seq), pos).expect("re-encoded command refused");
         assert_eq!(again, (seq, c));
         let _ = format!("{c:?}");
     }
     if let Ok((seq, e)) = Event::decode(&w, pos) {
-        assert_eq!(seq, pos.wrapping_add(1), "accepted an event out of sequence");
+        assert_eq!(
+            seq,
+            pos.wrapping_add(1),
+            "accepted an event out of sequence"
+        );
         let again = Event::decode(&e.encode(seq), pos).expect("re-encoded event refused");
         assert_eq!(again, (seq, e));
         let _ = format!("{e:?}");

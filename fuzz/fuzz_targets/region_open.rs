@@ -67,7 +67,10 @@ fn exercise_worker(region: &WorkerRegion) {
         }
     }
     for _ in 0..2 * l.audio_capacity {
-        if !matches!(w.audio_in.pop(&mut buf[..w.audio_in.block_samples()]), Ok(Some(_))) {
+        if !matches!(
+            w.audio_in.pop(&mut buf[..w.audio_in.block_samples()]),
+            Ok(Some(_))
+        ) {
             break;
         }
     }
@@ -114,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let monitor = host.monitor();
-    let _ = (monitor.worker_heartbeat(), monitor.worker_state(), monitor.fault_code());
+    let _ = (
+        monitor.worker_heartbeat(),
+        monitor.worker_state(),
+        monitor.fault_code(),
+    );
     host_end.reset();
     patch(&fd, len, after);
     let _ = host_end.wait_output(2, &mut out, MonoTime::now());
