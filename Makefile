@@ -1,7 +1,7 @@
 # The two commands a new user runs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run chaos test deps build release
+.PHONY: run chaos test deps build release soak
 
 deps:
 	@scripts/install-deps.sh
@@ -32,3 +32,8 @@ chaos: release
 test: deps
 	$(CARGO) test --workspace
 	$(CARGO) test --release -p slotpool-ring
+
+# The long reliability run (docs/RELIABILITY.md): chaos tests in their long version
+# (SLOTPOOL_SOAK=1), supervisord side by side, fuzz targets FUZZ_SECS (600) each.
+soak: deps
+	scripts/soak.sh
