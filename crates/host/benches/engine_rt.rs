@@ -8,7 +8,10 @@
 //! - **JACK2**: `jackd -d dummy` at the same rate and period with N pass-through
 //!   clients (the `jack` crate), in a child process of this bench (its environment
 //!   names the server). Cycle time = end of the last client's callback minus the
-//!   cycle's start (`jack_get_cycle_times().current_usecs`), per cycle.
+//!   start of the first one, per cycle (`jack_get_time`, µs; cycles keyed by
+//!   `jack_last_frame_time`). It leaves out the driver's own work before the first
+//!   client; `jack_get_cycle_times().current_usecs` is not used as the start because
+//!   it is a DLL estimate that jitters by more than a 64-frame cycle on this VM.
 //! - **crash**: SIGKILL the passthrough worker of a 1-slot patch under the clock and
 //!   count cycles until its blocks are used again (reap → SlotDown → SlotReset →
 //!   respawn on the same region → RUNNING → SlotUp → first good block).
@@ -414,14 +417,12 @@ fn jack_child(arg: &str) {
         let mut out = client
             .register_port("out", jack::AudioOut::default())
             .unwrap();
-        let (mut tx, rx) = rtrb::RingBuffer::<(u32, u64)>::new(1 << 17);
+        let (mut tx, rx) = rtrb::RingBuffer::<(u32, u64, u64)>::new(1 << 17);
         let handler = jack::contrib::ClosureProcessHandler::new(
             move |c: &jack::Client, ps: &jack::ProcessScope| {
+                let start = c.time();
                 out.as_mut_slice(ps).copy_from_slice(inp.as_slice(ps));
-                if let Ok(t) = ps.cycle_times() {
-                    let end = c.time();
-                    let _ = tx.push((t.current_frames, end.saturating_sub(t.current_usecs)));
-                }
+                let _ = tx.push((ps.last_frame_time(), start, c.time()));
                 jack::Control::Continue
             },
         );
@@ -454,19 +455,21 @@ fn jack_child(arg: &str) {
         let _ = c.deactivate();
     }
     // Per cycle: the last client to finish.
-    let mut per_cycle: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
+    // Per cycle (keyed by its frame time): first client's start to last client's end.
+    let mut per_cycle: BTreeMap<u32, (usize, u64, u64)> = BTreeMap::new();
     for mut rx in consumers {
-        while let Ok((frame, us)) = rx.pop() {
-            let e = per_cycle.entry(frame).or_insert((0, 0));
+        while let Ok((frame, start, end)) = rx.pop() {
+            let e = per_cycle.entry(frame).or_insert((0, u64::MAX, 0));
             e.0 += 1;
-            e.1 = e.1.max(us);
+            e.1 = e.1.min(start);
+            e.2 = e.2.max(end);
         }
     }
     // Only cycles every client ran in (the window's edges are cut).
     let mut times: Vec<u64> = per_cycle
         .values()
-        .filter(|(k, _)| *k == n)
-        .map(|&(_, us)| us * 1000)
+        .filter(|(k, _, _)| *k == n)
+        .map(|&(_, start, end)| end.saturating_sub(start) * 1000)
         .collect();
     times.sort_unstable();
     assert!(!times.is_empty(), "no complete JACK cycle recorded");
@@ -501,6 +504,7 @@ fn main() {
     );
     let mut ours_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
     let mut jack_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
+    let mut jack_load: BTreeMap<(u32, bool, usize), Vec<f64>> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut rt_state = String::new();
     for round in 0..rounds {
@@ -521,6 +525,7 @@ fn main() {
                     let jtxt = match j {
                         Some(Ok((js, jc, load))) => {
                             jack_r.entry((frames, chain, n)).or_default().push(js);
+                            jack_load.entry((frames, chain, n)).or_default().push(load);
                             format!(
                                 "jack p50 {:.2}% p99 {:.2}% ({jc} cycles, jack_cpu_load {load:.1}%)",
                                 js.p50, js.p99
@@ -552,7 +557,7 @@ fn main() {
     }
     println!("\naudio thread: {rt_state}");
     println!(
-        "\n| frames | shape | N | ours p50 | p99 | p99.9 | max | JACK2 p50 | p99 | p99.9 | max | ours/JACK2 p50 | p99 |"
+        "\n| frames | shape | N | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (&(frames, chain, n), v) in &ours_r {
@@ -566,7 +571,10 @@ fn main() {
                         "{:.2} % | {:.2} % | {:.2} % | {:.2} %",
                         j.p50, j.p99, j.p999, j.max
                     ),
-                    format!("{:.2} | {:.2}", o.p50 / j.p50, o.p99 / j.p99),
+                    {
+                        let load = median(jack_load[&(frames, chain, n)].clone());
+                        format!("{load:.2} % | {:.2}", o.p50 / load)
+                    },
                 )
             }
             None => ("– | – | – | –".into(), "– | –".into()),
