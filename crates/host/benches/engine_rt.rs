@@ -443,7 +443,7 @@ fn jack_child(arg: &str) {
                 .unwrap();
         }
     }
-    let period_us = u64::from(c0.buffer_size()) * 1_000_000 / u64::from(c0.sample_rate() as u32);
+    let period_us = u64::from(c0.buffer_size()) * 1_000_000 / u64::from(c0.sample_rate());
     std::thread::sleep(Duration::from_millis(300));
     for rx in &mut consumers {
         while rx.pop().is_ok() {}
