@@ -336,6 +336,15 @@ struct Jackd(Child, String);
 
 impl Drop for Jackd {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a killed jackd leaves its entry in JACK2's shared server
+        // registry, and after a few of those jackd refuses with "Too many servers
+        // already active". SIGKILL only if it has not exited after 5 s.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t0 = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
