@@ -6,6 +6,8 @@
 //! scheduler calls in `audio::sys`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// scripts/rtsan.sh: RealtimeSanitizer checks `EngineRt::process` (nonblocking).
+#![cfg_attr(rtsan, feature(sanitize))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod audio;

@@ -93,6 +93,8 @@ mod region;
 mod ring;
 mod sync;
 mod sys;
+#[cfg(rtsan)]
+pub use sys::rtsan;
 mod time;
 
 #[cfg(feature = "testing")]

@@ -86,6 +86,8 @@ pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64
         tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
     };
+    #[cfg(rtsan)]
+    let _exempt = rtsan::FutexExemption::enter();
     // SAFETY: `word` points to a live, 4-byte-aligned u32 (an AtomicU32) for the whole
     // call; `ts` is a valid timespec read by the kernel only. FUTEX_WAIT_BITSET without
     // FUTEX_CLOCK_REALTIME takes an absolute CLOCK_MONOTONIC timeout; no FUTEX_PRIVATE_FLAG
@@ -113,6 +115,8 @@ pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64
 /// `FUTEX_WAKE` of every waiter on a shared futex word.
 #[cfg(not(loom))]
 pub(crate) fn futex_wake(word: &AtomicU32) {
+    #[cfg(rtsan)]
+    let _exempt = rtsan::FutexExemption::enter();
     // SAFETY: `word` points to a live, aligned u32 for the call; FUTEX_WAKE does not
     // touch memory, it only wakes waiters queued on this address (shared futex key:
     // the memfd page, so waiters in other processes are found).
@@ -126,6 +130,60 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
             0usize,
             0u32,
         );
+    }
+}
+
+/// RealtimeSanitizer builds (`--cfg rtsan` with `-Zsanitizer=realtime`, see
+/// scripts/rtsan.sh): RTSan flags every `syscall` made in a function marked
+/// nonblocking, but the futex calls above are the two the design allows on the audio
+/// thread (STYLE.md "Real time"): a `FUTEX_WAKE` never sleeps, and the
+/// `FUTEX_WAIT_BITSET` is bounded by an absolute deadline. Exactly these two calls
+/// run with RTSan's checks off; everything around them stays checked.
+#[cfg(rtsan)]
+pub mod rtsan {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    unsafe extern "C" {
+        // The RTSan runtime's public interface (compiler-rt sanitizer/rtsan_interface.h):
+        // a per-thread counter that suspends the checks while above zero.
+        fn __rtsan_disable();
+        fn __rtsan_enable();
+    }
+
+    /// Set by the sanitizer's negative-control test: the futex calls are checked too,
+    /// so RTSan must abort in the engine's cycle (proof that the cycle is checked).
+    static STRICT: AtomicBool = AtomicBool::new(false);
+
+    /// Turns the futex exemption off (`true`) or on again, for this process.
+    pub fn strict_futex(on: bool) {
+        // Relaxed: a test switch set before the cycle under test runs on this thread.
+        STRICT.store(on, Ordering::Relaxed);
+    }
+
+    /// Checks off while alive (unless strict).
+    pub(crate) struct FutexExemption(bool);
+
+    impl FutexExemption {
+        pub(crate) fn enter() -> Self {
+            // Relaxed: see `strict_futex`.
+            let active = !STRICT.load(Ordering::Relaxed);
+            if active {
+                // SAFETY: the runtime is linked into every `-Zsanitizer=realtime` build
+                // (the only builds with `--cfg rtsan`); the call only bumps a
+                // thread-local counter, undone in `drop`.
+                unsafe { __rtsan_disable() };
+            }
+            Self(active)
+        }
+    }
+
+    impl Drop for FutexExemption {
+        fn drop(&mut self) {
+            if self.0 {
+                // SAFETY: pairs with the `__rtsan_disable` of `enter` on this thread.
+                unsafe { __rtsan_enable() };
+            }
+        }
     }
 }
 

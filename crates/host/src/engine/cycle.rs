@@ -505,6 +505,9 @@ impl EngineRt {
 }
 
 impl BlockProcessor for EngineRt {
+    // scripts/rtsan.sh: RealtimeSanitizer aborts on any allocation, lock or blocking
+    // call made inside (the futex calls are exempted in slotpool-ring's `sys`).
+    #[cfg_attr(rtsan, sanitize(realtime = "nonblocking"))]
     fn process(&mut self, input: &[f32], output: &mut [f32]) {
         #[cfg(debug_assertions)]
         assert_no_alloc::assert_no_alloc(|| self.run_cycle(input, output));

@@ -1,0 +1,604 @@
+//! The engine against JACK2, side by side in one run, on a real-time clock.
+//!
+//! - **ours**: `EngineRt` driven by the null backend (a `clock_nanosleep` TIMER_ABSTIME
+//!   thread, SCHED_FIFO 70 when permitted) with N real `slotpool-worker --module
+//!   passthrough` processes, spawned by the supervisor's spawner on sealed memfd
+//!   regions, as `slotpool render` does. Cycle time = the engine's own histogram
+//!   (entry to exit of `process`).
+//! - **JACK2**: `jackd -d dummy` at the same rate and period with N pass-through
+//!   clients (the `jack` crate), in a child process of this bench (its environment
+//!   names the server). Cycle time = end of the last client's callback minus the
+//!   start of the first one, per cycle (`jack_get_time`, µs; cycles keyed by
+//!   `jack_last_frame_time`). It leaves out the driver's own work before the first
+//!   client; `jack_get_cycle_times().current_usecs` is not used as the start because
+//!   it is a DLL estimate that jitters by more than a 64-frame cycle on this VM.
+//! - **crash**: SIGKILL the passthrough worker of a 1-slot patch under the clock and
+//!   count cycles until its blocks are used again (reap → SlotDown → SlotReset →
+//!   respawn on the same region → RUNNING → SlotUp → first good block).
+//!
+//! Both are measured at 64 and 256 frames (48 kHz), 1/2/4/8/16 workers/clients, fan-out
+//! and chain, interleaved (ours, JACK2, ours, JACK2, …) over `ROUNDS` rounds; the
+//! report gives medians across rounds of p50/p99/p99.9/max as shares of the period.
+//!
+//! `cargo bench -p slotpool-host --bench engine_rt` runs the full matrix (about 4 min);
+//! `cargo test --benches` runs a quick pass (one shape, short windows) that only checks
+//! that everything runs and produces audio.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use slotpool_host::audio::device::HostChoice;
+use slotpool_host::audio::{self, OpenOptions, StreamFormat};
+use slotpool_host::config::{Backend, Config};
+use slotpool_host::engine::patch::{build_patch, slot_specs};
+use slotpool_host::engine::{EngineSettings, FromEngine, Pacing, ToEngine, engine};
+use slotpool_host::supervise::limits::LimitPlan;
+use slotpool_host::supervise::spawn::{SpawnSpec, SpawnedChild, spawn};
+use slotpool_host::supervise::sys;
+use slotpool_ring::{HostRegion, Memfd, Monitor, SlotLayout, WorkerState};
+
+const RATE: u32 = 48_000;
+const FIFO_PRIORITY: u8 = 70;
+const JACK_CHILD: &str = "SLOTPOOL_BENCH_JACK";
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Shares {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+/// Percent of the period, from sorted cycle times in ns.
+fn shares(sorted: &[u64], period_ns: u64) -> Shares {
+    let q = |p: f64| {
+        let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i] as f64 / period_ns as f64 * 100.0
+    };
+    Shares {
+        p50: q(0.5),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: q(1.0),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_shares(v: &[Shares]) -> Shares {
+    Shares {
+        p50: median(v.iter().map(|s| s.p50).collect()),
+        p99: median(v.iter().map(|s| s.p99).collect()),
+        p999: median(v.iter().map(|s| s.p999).collect()),
+        max: median(v.iter().map(|s| s.max).collect()),
+    }
+}
+
+/// The `slotpool-worker` binary of this build (same profile dir), built if missing.
+fn worker_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLOTPOOL_WORKER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // …/<profile>/deps/x → …/<profile>
+    let path = dir.join("slotpool-worker");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = dir.ends_with("release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "building slotpool-worker failed"
+        );
+    }
+    path
+}
+
+fn patch_toml(frames: u32, n: usize, chain: bool) -> String {
+    let mut c = format!("[engine]\nsample_rate = {RATE}\nblock_frames = {frames}\nchannels = 1\n");
+    for i in 0..n {
+        c += &format!(
+            "[program.p{i}]\nmodule = \"passthrough\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n"
+        );
+    }
+    for i in 0..n {
+        let from = if chain && i > 0 {
+            format!("p{}:0", i - 1)
+        } else {
+            "input".into()
+        };
+        c += &format!("[[route]]\nfrom = \"{from}\"\nto = \"p{i}:0\"\n");
+        if !chain || i + 1 == n {
+            c += &format!("[[route]]\nfrom = \"p{i}:0\"\nto = \"output\"\n");
+        }
+    }
+    c
+}
+
+struct Slot {
+    name: String,
+    region: HostRegion<Memfd>,
+    monitor: Monitor,
+    child: Option<SpawnedChild>,
+}
+
+/// Our engine on the null backend with `n` worker processes.
+struct Ours {
+    config: Config,
+    handle: slotpool_host::engine::EngineHandle,
+    slots: Vec<Slot>,
+    running: Option<audio::Running>,
+    bin: PathBuf,
+}
+
+impl Ours {
+    fn start(frames: u32, n: usize, chain: bool, bin: &Path) -> Ours {
+        let config = Config::parse(&patch_toml(frames, n, chain), Path::new("bench.toml"))
+            .unwrap_or_else(|e| panic!("bench config: {e:?}"));
+        let settings = EngineSettings::from_config(&config.engine, Pacing::RealTime);
+        let (rt, mut handle) = engine(settings);
+        let mut this_slots = Vec::new();
+        for spec in slot_specs(&config).unwrap() {
+            let layout = SlotLayout {
+                channels_in: spec.channels_in,
+                channels_out: spec.channels_out,
+                block_frames: frames,
+                audio_capacity: 4,
+                command_capacity: 64,
+                event_capacity: 64,
+            };
+            let region = HostRegion::create(&spec.name, layout).unwrap();
+            handle
+                .attach(&spec, region.host_end().unwrap(), region.monitor())
+                .unwrap();
+            let monitor = region.monitor();
+            this_slots.push(Slot {
+                name: spec.name.clone(),
+                region,
+                monitor,
+                child: None,
+            });
+        }
+        let mut ours = Ours {
+            config,
+            handle,
+            slots: this_slots,
+            running: None,
+            bin: bin.to_path_buf(),
+        };
+        for i in 0..ours.slots.len() {
+            ours.spawn(i);
+        }
+        for i in 0..ours.slots.len() {
+            ours.wait_running(i);
+        }
+        ours.handle
+            .publish(&build_patch(&ours.config).unwrap())
+            .unwrap();
+        let opts = OpenOptions {
+            format: StreamFormat::from_engine(&ours.config.engine),
+            backend: Backend::Null,
+            device: None,
+            host: HostChoice::Default,
+            realtime: Some(FIFO_PRIORITY),
+        };
+        let mut notice = String::new();
+        ours.running = Some(audio::open(&opts, Box::new(rt), &mut notice).unwrap());
+        ours
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let program = slot.name.split(':').next().unwrap();
+        let mut program = self.config.program(program).unwrap().clone();
+        program
+            .env
+            .insert("SLOTPOOL_SAMPLE_RATE".into(), RATE.to_string());
+        let child = spawn(&SpawnSpec {
+            program: &program,
+            instance: &slot.name,
+            worker_bin: &self.bin,
+            pipe_stdout: false,
+            pipe_stderr: false,
+            limits: &LimitPlan::default(),
+            region_fd: Some(slot.region.fd().as_raw_fd()),
+        })
+        .unwrap();
+        slot.child = Some(child);
+    }
+
+    fn wait_running(&self, i: usize) {
+        let t0 = Instant::now();
+        while self.slots[i].monitor.worker_state() != WorkerState::Running {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "worker {} never ran",
+                self.slots[i].name
+            );
+            self.slots[i].monitor.beat_host();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    fn realtime(&self) -> String {
+        self.running
+            .as_ref()
+            .map(|r| r.stats().realtime().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Runs for `secs` after a warm-up; cycle times as shares of the period.
+    fn measure(&mut self, secs: f64) -> (Shares, u64, u64) {
+        std::thread::sleep(Duration::from_millis(300));
+        let stats = self.handle.stats().clone();
+        stats.cycle_time.clear();
+        let late0: u64 = self.late();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        let h = &stats.cycle_time;
+        let pct = |v: Option<u64>| v.unwrap_or(0) as f64 / stats.period_ns as f64 * 100.0;
+        let s = Shares {
+            p50: pct(h.percentile(0.5)),
+            p99: pct(h.percentile(0.99)),
+            p999: pct(h.percentile(0.999)),
+            max: pct(Some(h.max())),
+        };
+        (s, h.count(), self.late() - late0)
+    }
+
+    fn late(&self) -> u64 {
+        let stats = self.handle.stats();
+        (0..self.slots.len())
+            .filter_map(|i| {
+                let id = self.handle.slot_id(&self.slots[i].name)?;
+                Some(stats.slot(usize::from(id))?.snapshot().late)
+            })
+            .sum()
+    }
+
+    /// SIGKILLs slot 0's worker and runs the supervisor's replacement sequence; the
+    /// cycles from the kill to the first good block again, and where they went.
+    fn crash(&mut self) -> (u64, String) {
+        let stats = self.handle.stats().clone();
+        let id = self.handle.slot_id(&self.slots[0].name).unwrap();
+        let slot_stats = stats.slot(usize::from(id)).unwrap();
+        let good0 = slot_stats.snapshot().good_blocks;
+        let cycles = || stats.cycle_time.count();
+        let c0 = cycles();
+        let t0 = Instant::now();
+        let child = self.slots[0].child.take().unwrap();
+        sys::pidfd_send_signal(child.pidfd.as_fd(), libc::SIGKILL).unwrap();
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::PIDFd(child.pidfd.as_fd()),
+            nix::sys::wait::WaitPidFlag::WEXITED,
+        )
+        .unwrap();
+        let reaped = (cycles() - c0, t0.elapsed());
+        self.handle.send(ToEngine::SlotDown { slot: id }).unwrap();
+        loop {
+            match self.handle.poll() {
+                Some(FromEngine::SlotReset { slot }) if slot == id => break,
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_micros(50)),
+            }
+        }
+        let reset = (cycles() - c0, t0.elapsed());
+        self.spawn(0);
+        self.wait_running(0);
+        let running = (cycles() - c0, t0.elapsed());
+        self.handle.send(ToEngine::SlotUp { slot: id }).unwrap();
+        while slot_stats.snapshot().good_blocks == good0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "never producing");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let total = cycles() - c0;
+        let detail = format!(
+            "reaped {}c/{:?}, reset {}c/{:?}, RUNNING {}c/{:?}, good {}c/{:?}",
+            reaped.0,
+            reaped.1,
+            reset.0,
+            reset.1,
+            running.0,
+            running.1,
+            total,
+            t0.elapsed()
+        );
+        (total, detail)
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+        for s in &mut self.slots {
+            if let Some(c) = s.child.take() {
+                let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), libc::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(c.pid), None);
+            }
+        }
+        while self.handle.poll().is_some() {}
+    }
+}
+
+/// A jackd we started; killed and reaped on drop.
+struct Jackd(Child, String);
+
+impl Drop for Jackd {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a killed jackd leaves its entry in JACK2's shared server
+        // registry, and after a few of those jackd refuses with "Too many servers
+        // already active". SIGKILL only if it has not exited after 5 s.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t0 = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_jackd(frames: u32) -> Result<Jackd, String> {
+    let name = format!("slotpool-bench-{}-{frames}", std::process::id());
+    let child = Command::new("jackd")
+        .args(["-R", "-P", "70", "-n", &name, "-d", "dummy", "-r", "48000"])
+        .args(["-p", &frames.to_string(), "-C", "1", "-P", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start jackd ({e}): scripts/install-deps.sh installs jackd2")
+        })?;
+    let server = Jackd(child, name);
+    let ok = Command::new("jack_wait")
+        .args(["-s", &server.1, "-w", "-t", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(server)
+    } else {
+        Err(format!("jackd -n {} did not come up within 20 s", server.1))
+    }
+}
+
+/// Runs the JACK measurement in a child process (whose environment names the server).
+fn jack(server: &Jackd, n: usize, chain: bool, secs: f64) -> Result<(Shares, u64, f64), String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(JACK_CHILD, format!("{n},{chain},{secs}"))
+        .env("JACK_DEFAULT_SERVER", &server.1)
+        .env("JACK_NO_START_SERVER", "1")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jack-result "))
+        .ok_or_else(|| {
+            format!(
+                "the JACK child printed no result: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    Ok((
+        Shares {
+            p50: v[0],
+            p99: v[1],
+            p999: v[2],
+            max: v[3],
+        },
+        v[4] as u64,
+        v[5],
+    ))
+}
+
+/// The JACK child: `n` pass-through clients, fan-out or chain, for `secs`; prints
+/// `jack-result p50 p99 p99.9 max cycles` (shares of the period, percent).
+fn jack_child(arg: &str) {
+    let mut it = arg.split(',');
+    let n: usize = it.next().unwrap().parse().unwrap();
+    let chain: bool = it.next().unwrap().parse().unwrap();
+    let secs: f64 = it.next().unwrap().parse().unwrap();
+    let mut clients = Vec::new();
+    let mut consumers = Vec::new();
+    for i in 0..n {
+        let (client, _) =
+            jack::Client::new(&format!("pass{i}"), jack::ClientOptions::NO_START_SERVER)
+                .expect("JACK client");
+        let inp = client
+            .register_port("in", jack::AudioIn::default())
+            .unwrap();
+        let mut out = client
+            .register_port("out", jack::AudioOut::default())
+            .unwrap();
+        let (mut tx, rx) = rtrb::RingBuffer::<(u32, u64, u64)>::new(1 << 17);
+        let handler = jack::contrib::ClosureProcessHandler::new(
+            move |c: &jack::Client, ps: &jack::ProcessScope| {
+                let start = c.time();
+                out.as_mut_slice(ps).copy_from_slice(inp.as_slice(ps));
+                let _ = tx.push((ps.last_frame_time(), start, c.time()));
+                jack::Control::Continue
+            },
+        );
+        clients.push(client.activate_async((), handler).unwrap());
+        consumers.push(rx);
+    }
+    let c0 = clients[0].as_client();
+    for i in 0..n {
+        let from = if chain && i > 0 {
+            format!("pass{}:out", i - 1)
+        } else {
+            "system:capture_1".into()
+        };
+        c0.connect_ports_by_name(&from, &format!("pass{i}:in"))
+            .unwrap();
+        if !chain || i + 1 == n {
+            c0.connect_ports_by_name(&format!("pass{i}:out"), "system:playback_1")
+                .unwrap();
+        }
+    }
+    let period_us = u64::from(c0.buffer_size()) * 1_000_000 / u64::from(c0.sample_rate());
+    std::thread::sleep(Duration::from_millis(300));
+    for rx in &mut consumers {
+        while rx.pop().is_ok() {}
+    }
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    // JACK's own DSP load estimate (percent), as a cross-check of the per-cycle times.
+    let load = clients[0].as_client().cpu_load();
+    for c in clients {
+        let _ = c.deactivate();
+    }
+    // Per cycle: the last client to finish.
+    // Per cycle (keyed by its frame time): first client's start to last client's end.
+    let mut per_cycle: BTreeMap<u32, (usize, u64, u64)> = BTreeMap::new();
+    for mut rx in consumers {
+        while let Ok((frame, start, end)) = rx.pop() {
+            let e = per_cycle.entry(frame).or_insert((0, u64::MAX, 0));
+            e.0 += 1;
+            e.1 = e.1.min(start);
+            e.2 = e.2.max(end);
+        }
+    }
+    // Only cycles every client ran in (the window's edges are cut).
+    let mut times: Vec<u64> = per_cycle
+        .values()
+        .filter(|(k, _, _)| *k == n)
+        .map(|&(_, start, end)| end.saturating_sub(start) * 1000)
+        .collect();
+    times.sort_unstable();
+    assert!(!times.is_empty(), "no complete JACK cycle recorded");
+    let s = shares(&times, period_us * 1000);
+    println!(
+        "jack-result {} {} {} {} {} {load}",
+        s.p50,
+        s.p99,
+        s.p999,
+        s.max,
+        times.len()
+    );
+}
+
+fn main() {
+    if let Ok(arg) = std::env::var(JACK_CHILD) {
+        return jack_child(&arg);
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (frames_set, counts, shapes, secs, rounds): (&[u32], &[usize], &[bool], f64, usize) =
+        if full {
+            (&[64, 256], &[1, 2, 4, 8, 16], &[false, true], 2.0, 2)
+        } else {
+            (&[64], &[1, 2], &[false], 0.2, 1)
+        };
+    sys::reserve_handover_fds().expect("reserve fds 3 and 4 for workers");
+    let bin = worker_bin();
+    println!(
+        "engine_rt: {} mode, {secs} s windows, {rounds} round(s), worker {}",
+        if full { "full" } else { "quick" },
+        bin.display()
+    );
+    let mut ours_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
+    let mut jack_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
+    let mut jack_load: BTreeMap<(u32, bool, usize), Vec<f64>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut rt_state = String::new();
+    for round in 0..rounds {
+        for &frames in frames_set {
+            let server = start_jackd(frames);
+            if let Err(e) = &server {
+                notes.push(format!("JACK2 skipped at {frames} frames: {e}"));
+            }
+            for &chain in shapes {
+                for &n in counts {
+                    let mut o = Ours::start(frames, n, chain, &bin);
+                    let (s, cycles, late) = o.measure(secs);
+                    rt_state = o.realtime();
+                    assert!(cycles > 0, "the engine ran no cycle");
+                    drop(o);
+                    ours_r.entry((frames, chain, n)).or_default().push(s);
+                    let j = server.as_ref().ok().map(|srv| jack(srv, n, chain, secs));
+                    let jtxt = match j {
+                        Some(Ok((js, jc, load))) => {
+                            jack_r.entry((frames, chain, n)).or_default().push(js);
+                            jack_load.entry((frames, chain, n)).or_default().push(load);
+                            format!(
+                                "jack p50 {:.2}% p99 {:.2}% ({jc} cycles, jack_cpu_load {load:.1}%)",
+                                js.p50, js.p99
+                            )
+                        }
+                        Some(Err(e)) => {
+                            notes.push(format!("JACK2 {frames}f {n} clients: {e}"));
+                            "jack failed".into()
+                        }
+                        None => "jack skipped".into(),
+                    };
+                    let shape = if chain { "chain" } else { "fanout" };
+                    eprintln!(
+                        "  round {round} {frames}f {shape} {n:>2}: ours p50 {:.2}% p99 {:.2}% ({cycles} cycles, {late} late) | {jtxt}",
+                        s.p50, s.p99
+                    );
+                }
+            }
+        }
+    }
+    // Crash → producing again (64 frames, 1 worker), repeated.
+    let mut crash = Vec::new();
+    for _ in 0..if full { 7 } else { 1 } {
+        let mut o = Ours::start(64, 1, false, &bin);
+        std::thread::sleep(Duration::from_millis(200));
+        let (c, detail) = o.crash();
+        eprintln!("  crash: {c} periods ({detail})");
+        crash.push(c as f64);
+    }
+    println!("\naudio thread: {rt_state}");
+    println!(
+        "\n| frames | shape | N | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (&(frames, chain, n), v) in &ours_r {
+        let o = median_shares(v);
+        let shape = if chain { "chain" } else { "fan-out" };
+        let (jt, ratio) = match jack_r.get(&(frames, chain, n)) {
+            Some(jv) => {
+                let j = median_shares(jv);
+                (
+                    format!(
+                        "{:.2} % | {:.2} % | {:.2} % | {:.2} %",
+                        j.p50, j.p99, j.p999, j.max
+                    ),
+                    {
+                        let load = median(jack_load[&(frames, chain, n)].clone());
+                        format!("{load:.2} % | {:.2}", o.p50 / load)
+                    },
+                )
+            }
+            None => ("– | – | – | –".into(), "– | –".into()),
+        };
+        println!(
+            "| {frames} | {shape} | {n} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
+            o.p50, o.p99, o.p999, o.max
+        );
+    }
+    println!(
+        "\ncrash → producing again at 64 frames: median {} periods (runs: {:?})",
+        median(crash.clone()),
+        crash
+    );
+    for n in notes {
+        println!("note: {n}");
+    }
+}

@@ -1,0 +1,238 @@
+//! RealtimeSanitizer proofs (only in `--cfg rtsan` builds: scripts/rtsan.sh).
+//!
+//! - The engine's cycle (`EngineRt::process`, marked nonblocking) runs clean with
+//!   real worker loops attached: doorbells, bounded waits, fallbacks, a worker going
+//!   down and coming back.
+//! - The sanitizer really fires: an allocation in a nonblocking function aborts the
+//!   process, and with the futex exemption switched off the engine's own cycle aborts
+//!   on its first futex call — so the cycle is checked, and the two futex calls are
+//!   the only thing exempted. Each violation runs in a child process (this test
+//!   binary re-executed for one test) and the parent asserts on its abort and report.
+#![cfg(rtsan)]
+#![feature(sanitize)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use slotpool_host::config::{Fallback, SlotMode};
+use slotpool_host::engine::{
+    BlockProcessor, EngineHandle, EngineRt, EngineSettings, Pacing, SlotSpec, ToEngine, engine,
+};
+use slotpool_ring::{Heap, HostRegion, SlotLayout, WorkerState};
+use slotpool_router::{ChannelMap, PatchRouter};
+use slotpool_worker::Worker;
+use slotpool_worker::fault::FaultPlan;
+use slotpool_worker::modules::ModuleSpec;
+
+const CHILD: &str = "SLOTPOOL_RTSAN_CHILD";
+const FRAMES: u32 = 64;
+
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("watchdog: test exceeded {limit:?}; aborting");
+        std::process::abort();
+    });
+}
+
+struct Rig {
+    rt: EngineRt,
+    handle: EngineHandle,
+    _regions: Vec<HostRegion<Heap>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `workers` passthrough worker loops (threads over heap regions) in a fan-out,
+/// real-time pacing with the whole period as deadline.
+fn rig(workers: usize) -> Rig {
+    let (rt, mut handle) = engine(EngineSettings {
+        sample_rate: 48_000,
+        block_frames: FRAMES,
+        channels_in: 1,
+        channels_out: 1,
+        deadline: 1.0,
+        pacing: Pacing::RealTime,
+        capacity: 8,
+    });
+    let mut patch = PatchRouter::new(1, 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut regions, mut threads) = (Vec::new(), Vec::new());
+    for i in 0..workers {
+        let name = format!("p{i}:0");
+        let layout = SlotLayout {
+            channels_in: 1,
+            channels_out: 1,
+            block_frames: FRAMES,
+            audio_capacity: 4,
+            command_capacity: 64,
+            event_capacity: 64,
+        };
+        let region = HostRegion::create_heap(&name, layout).unwrap();
+        let spec = SlotSpec {
+            name: name.clone(),
+            mode: SlotMode::Sync,
+            fallback: Fallback::Bypass,
+            channels_in: 1,
+            channels_out: 1,
+            params: Vec::new(),
+        };
+        handle
+            .attach(&spec, region.host_end().unwrap(), region.monitor())
+            .unwrap();
+        let wr = region.open_worker().unwrap();
+        let flag = Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || {
+            let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
+            let mut w = Worker::new(
+                p,
+                wr,
+                48_000.0,
+                FaultPlan::default(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            w.mark_running();
+            let _ = w.run(&flag, Duration::from_secs(60), true);
+        }));
+        let m = region.monitor();
+        let t0 = Instant::now();
+        while m.worker_state() != WorkerState::Running {
+            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        regions.push(region);
+        patch.add_slot(&name, 1, 1).unwrap();
+        patch
+            .connect("input", &name, ChannelMap::Auto, 1.0)
+            .unwrap();
+        patch
+            .connect(&name, "output", ChannelMap::Auto, 1.0)
+            .unwrap();
+    }
+    handle.publish(&patch).unwrap();
+    Rig {
+        rt,
+        handle,
+        _regions: regions,
+        stop,
+        threads,
+    }
+}
+
+/// Runs this test binary again for `test` only, with the child switch set; returns
+/// (exit success, stderr).
+fn run_child(test: &str) -> (bool, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|v| v == test)
+}
+
+#[sanitize(realtime = "nonblocking")]
+fn allocates_in_real_time_context(n: usize) -> usize {
+    let v = vec![1u8; n];
+    std::hint::black_box(&v).len()
+}
+
+#[test]
+fn sanitizer_aborts_an_allocation_in_a_nonblocking_function() {
+    const NAME: &str = "sanitizer_aborts_an_allocation_in_a_nonblocking_function";
+    if is_child(NAME) {
+        let n = allocates_in_real_time_context(std::hint::black_box(64));
+        println!("not aborted ({n})");
+        return;
+    }
+    watchdog(Duration::from_secs(120));
+    let (ok, stderr) = run_child(NAME);
+    assert!(!ok, "the child was not aborted:\n{stderr}");
+    assert!(
+        stderr.contains("RealtimeSanitizer") && stderr.contains("malloc"),
+        "no RTSan report of malloc:\n{stderr}"
+    );
+}
+
+#[test]
+fn engine_cycle_aborts_on_a_futex_call_when_the_exemption_is_off() {
+    const NAME: &str = "engine_cycle_aborts_on_a_futex_call_when_the_exemption_is_off";
+    if is_child(NAME) {
+        let mut r = rig(2);
+        let input = vec![0.25f32; FRAMES as usize];
+        let mut output = vec![0.0f32; FRAMES as usize];
+        slotpool_ring::rtsan::strict_futex(true);
+        for _ in 0..100 {
+            r.rt.process(&input, &mut output);
+        }
+        println!("not aborted");
+        return;
+    }
+    watchdog(Duration::from_secs(120));
+    let (ok, stderr) = run_child(NAME);
+    assert!(!ok, "the child was not aborted:\n{stderr}");
+    assert!(
+        stderr.contains("RealtimeSanitizer") && stderr.contains("`syscall`"),
+        "no RTSan report of the futex syscall:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("EngineRt"),
+        "the report does not point into the engine's cycle:\n{stderr}"
+    );
+}
+
+#[test]
+fn engine_cycles_pass_the_sanitizer_with_workers_down_and_up() {
+    watchdog(Duration::from_secs(120));
+    let mut r = rig(3);
+    let frames = FRAMES as usize;
+    let input: Vec<f32> = (0..frames).map(|i| (i as f32 * 0.1).sin() * 0.5).collect();
+    let mut output = vec![0.0f32; frames];
+    let period = Duration::from_nanos(r.handle.settings().period_ns());
+    let cycle = |r: &mut Rig, output: &mut [f32], n: usize| {
+        for _ in 0..n {
+            r.rt.process(&input, output);
+            std::thread::sleep(period);
+        }
+    };
+    cycle(&mut r, &mut output, 300);
+    // Three passthroughs of the input, summed.
+    let want: Vec<f32> = input.iter().map(|x| 3.0 * x).collect();
+    assert_eq!(output, want, "three passthrough workers, summed");
+    // Take one slot down (region reset on the audio thread) and bring it back.
+    let id = r.handle.slot_id("p0:0").unwrap();
+    r.handle.send(ToEngine::SlotDown { slot: id }).unwrap();
+    cycle(&mut r, &mut output, 20);
+    r.handle
+        .send(ToEngine::SetParam {
+            slot: id,
+            id: 0,
+            value: 1.0,
+        })
+        .unwrap();
+    r.handle.send(ToEngine::SlotUp { slot: id }).unwrap();
+    cycle(&mut r, &mut output, 50);
+    while r.handle.poll().is_some() {}
+    let stats = r.handle.stats();
+    assert!(stats.cycle_time.count() >= 370, "every cycle was recorded");
+    assert!(output.iter().all(|x| x.is_finite()));
+}
