@@ -351,7 +351,10 @@ impl Drop for Jackd {
 }
 
 fn start_jackd(frames: u32) -> Result<Jackd, String> {
-    let name = format!("slotpool-bench-{}-{frames}", std::process::id());
+    // A fixed name per period: JACK2 reclaims a dead server's registry entry only when
+    // a server of the same name starts again (per-pid names leak entries until jackd
+    // refuses with "Too many servers already active").
+    let name = format!("slotpool-bench-{frames}");
     let child = Command::new("jackd")
         .args(["-R", "-P", "70", "-n", &name, "-d", "dummy", "-r", "48000"])
         .args(["-p", &frames.to_string(), "-C", "1", "-P", "1"])

@@ -59,11 +59,19 @@ impl BlockProcessor for Sine {
     }
 }
 
-/// A jackd we started; killed (and reaped) on drop.
+/// A jackd we started; stopped (and reaped) on drop.
 struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first: a SIGKILLed jackd leaves its entry in JACK2's shared server
+        // registry (8 entries at most), reclaimed only by a later server of the same name.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t0 = std::time::Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -104,7 +112,9 @@ fn jack_stream_runs_ten_seconds_without_device_xruns_and_counts_a_forced_one() {
     let (name, _server) = match std::env::var("SLOTPOOL_JACK_SERVER") {
         Ok(name) if !name.is_empty() => (name, None),
         _ => {
-            let name = format!("slotpool-test-{}", std::process::id());
+            // A fixed name, not a per-process one: JACK2 reclaims a dead server's registry
+            // entry only when a server of the same name starts again.
+            let name = "slotpool-test".to_string();
             let server = start_server(&name);
             (name, Some(server))
         }
