@@ -20,11 +20,9 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN = $(TARGET_DIR)/release
 
 run: release
-	@echo "slotpool: NOTE: 'slotpool run' does not drive audio yet: the engine's live integration (engine + audio backends in run mode) is still pending. It starts and supervises the demo's workers; 'slotpool render examples/demo.toml -o demo.wav --seconds 10' renders the patch today."
 	PATH="$(abspath $(RELEASE_BIN)):$$PATH" $(RELEASE_BIN)/slotpool run examples/demo.toml
 
 chaos: release
-	@echo "slotpool: NOTE: 'slotpool run' does not drive audio yet (see 'make run')."
 	PATH="$(abspath $(RELEASE_BIN)):$$PATH" $(RELEASE_BIN)/slotpool run examples/chaos.toml
 
 # Debug build (allocation guard on) for the whole workspace, then the ring's hostile-peer

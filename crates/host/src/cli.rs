@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Launch, LogTarget};
+use crate::audio::device::HostChoice;
+use crate::config::{Backend, Config, Launch, LogTarget};
 use crate::control::client::{CtlArgs, run_ctl};
 
 /// slotpool: a real-time audio host that runs every DSP module in a supervised worker process.
@@ -25,13 +26,34 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the host in the foreground (SIGTERM/SIGINT: stop everything and exit; SIGHUP: reload).
+    /// Run the host in the foreground: the audio engine on the backend, every slot's
+    /// worker supervised (SIGTERM/SIGINT: stop everything and exit; SIGHUP: reload).
+    #[command(after_help = "Examples:\n  \
+        slotpool run examples/demo.toml\n  \
+        slotpool run examples/demo.toml --backend null --record take1.wav\n  \
+        slotpool run rig.toml --backend cpal --device hw:1\n  \
+        slotpool run rig.toml --backend cpal --host jack   (a build with --features jack)\n\n\
+        While it runs: slotpool ctl -c CONFIG status | set SLOT PARAM VALUE | restart NAME | reload")]
     Run {
         /// The configuration file.
         config: PathBuf,
         /// Log as JSON lines instead of human-readable text.
         #[arg(long)]
         log_json: bool,
+        /// Audio backend, overriding `[engine] backend`: auto (the device if a stream
+        /// opens, else null), cpal (a device, or fail), null (a real-time clock, output
+        /// discarded). `offline` is for `slotpool render`.
+        #[arg(long, value_name = "auto|cpal|null|offline", value_parser = parse_backend)]
+        backend: Option<Backend>,
+        /// Output device for cpal, overriding `[engine] device` (see `slotpool devices`).
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+        /// The cpal host: default (ALSA), alsa, or jack (needs the `jack` feature).
+        #[arg(long, value_name = "default|alsa|jack", value_parser = HostChoice::parse, default_value = "default")]
+        host: HostChoice,
+        /// Also write the master output to this WAV file (finished on exit).
+        #[arg(long, value_name = "FILE.wav")]
+        record: Option<PathBuf>,
     },
     /// Validate a configuration file and print its programs and routes (exit 1 if invalid).
     Check {
@@ -56,7 +78,14 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_json } => {
+        Command::Run {
+            config,
+            log_json,
+            backend,
+            device,
+            host,
+            record,
+        } => {
             init_logging(log_json);
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -69,7 +98,13 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match crate::host::run(cfg) {
+            let opts = crate::host::RunOptions {
+                backend,
+                device,
+                host,
+                record,
+            };
+            match crate::host::run(cfg, &opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -118,6 +153,18 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    match s {
+        "auto" => Ok(Backend::Auto),
+        "cpal" => Ok(Backend::Cpal),
+        "null" => Ok(Backend::Null),
+        "offline" => Ok(Backend::Offline),
+        _ => Err(format!(
+            "'{s}' is not a backend: auto, cpal, null or offline"
+        )),
     }
 }
 

@@ -4,6 +4,7 @@
 //! sd_notify when started by systemd.
 
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -11,15 +12,84 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::Config;
+use crate::audio::device::HostChoice;
+use crate::audio::{LiveAudio, OpenOptions, StreamFormat};
+use crate::config::{Backend, Config};
 use crate::control::notify::Notifier;
 use crate::control::server::ControlServer;
+use crate::engine::{EngineSettings, Pacing, engine};
+use crate::supervise::engine_link::EngineLink;
 use crate::supervise::supervisor::{HostRequest, Supervisor, Token, worker_bin};
 use crate::supervise::sys;
 
+/// What the command line adds to the config for `slotpool run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides `[engine] backend`.
+    pub backend: Option<Backend>,
+    /// Overrides `[engine] device`.
+    pub device: Option<String>,
+    /// Which cpal host `cpal`/`auto` use.
+    pub host: HostChoice,
+    /// Also write the master output to this WAV file.
+    pub record: Option<PathBuf>,
+}
+
+/// Starts the audio engine for the slots of `config`: the engine, then the backend
+/// driving its audio half. `None` when the config has no slot (a plain supervisor).
+fn start_audio(config: &Config, opts: &RunOptions) -> Result<Option<(LiveAudio, EngineLink)>> {
+    if !config.programs.iter().any(|p| p.slot.is_some()) {
+        tracing::info!("no slot programs: the audio engine is not started");
+        return Ok(None);
+    }
+    let settings = EngineSettings::from_config(&config.engine, Pacing::RealTime);
+    let (rt, handle) = engine(settings);
+    let open = OpenOptions {
+        format: StreamFormat::from_engine(&config.engine),
+        backend: opts.backend.unwrap_or(config.engine.backend),
+        device: opts.device.clone().or_else(|| config.engine.device.clone()),
+        host: opts.host,
+        realtime: config.engine.realtime,
+    };
+    let mut notice = String::new();
+    let live = LiveAudio::start(&open, Box::new(rt), opts.record.as_deref(), &mut notice);
+    // `auto` fell back to the null clock: one line, as is.
+    eprint!("{notice}");
+    let live = live.context("cannot start the audio backend")?;
+    let backend = live.running().describe();
+    tracing::info!(
+        "audio: {backend}; realtime {}{}",
+        live.running().stats().realtime(),
+        opts.record
+            .as_ref()
+            .map(|p| format!("; recording to {}", p.display()))
+            .unwrap_or_default()
+    );
+    let link = EngineLink::new(handle).with_audio(live.running().stats().clone(), backend);
+    Ok(Some((live, link)))
+}
+
+/// Stops the audio (the backend, then the recording); says what the recording holds.
+fn stop_audio(live: LiveAudio) {
+    match live.stop() {
+        Ok(Some(r)) if r.frames_dropped > 0 => tracing::warn!(
+            "recording finished: {} frames written, {} frames dropped (the writer fell behind)",
+            r.frames_written,
+            r.frames_dropped
+        ),
+        Ok(Some(r)) => tracing::info!("recording finished: {} frames written", r.frames_written),
+        Ok(None) => {}
+        Err(e) => tracing::error!("the recording could not be finished: {e:#}"),
+    }
+}
+
 /// Runs the host for `config` until SIGTERM/SIGINT or `ctl shutdown` has stopped
 /// everything. Returns an error only for start-up failures (socket taken, …).
-pub fn run(config: Config) -> Result<()> {
+///
+/// Order: the audio engine and its backend start before any worker (each slot's
+/// region is attached to the engine before its first worker runs); on shutdown the
+/// audio stops first (the recording is finished), then the workers.
+pub fn run(config: Config, opts: &RunOptions) -> Result<()> {
     // Before anything opens a file: keep fds 3 and 4 for handing over to workers.
     sys::reserve_handover_fds().context("cannot reserve fds 3 and 4 for workers")?;
 
@@ -54,8 +124,12 @@ pub fn run(config: Config) -> Result<()> {
         config.log_dir().display()
     );
 
+    let (mut live, link) = match start_audio(&config, opts)? {
+        Some((live, link)) => (Some(live), Some(link)),
+        None => (None, None),
+    };
     let now = Instant::now();
-    let mut sup = Supervisor::new(config, worker_bin(), now);
+    let mut sup = Supervisor::with_engine(config, worker_bin(), now, link);
     sup.start_autostart(now);
     let mut ready_sent = false;
 
@@ -64,6 +138,9 @@ pub fn run(config: Config) -> Result<()> {
         sup.tick(now);
         if sup.take_request() == Some(HostRequest::Shutdown) && !sup.is_shutting_down() {
             let _ = notifier.stopping();
+            if let Some(l) = live.take() {
+                stop_audio(l);
+            }
             sup.begin_shutdown(now);
         }
         for ev in sup.take_events() {
@@ -129,6 +206,9 @@ pub fn run(config: Config) -> Result<()> {
                     }
                     Ok(Signal::SIGTERM | Signal::SIGINT) => {
                         let _ = notifier.stopping();
+                        if let Some(l) = live.take() {
+                            stop_audio(l);
+                        }
                         sup.begin_shutdown(now);
                     }
                     Ok(Signal::SIGHUP) if !sup.is_shutting_down() => {
@@ -148,6 +228,9 @@ pub fn run(config: Config) -> Result<()> {
             sup.on_ready(t, now);
         }
         server.service(&mut sup);
+    }
+    if let Some(l) = live.take() {
+        stop_audio(l);
     }
     tracing::info!("all programs stopped; exiting");
     Ok(())

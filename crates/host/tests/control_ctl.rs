@@ -79,6 +79,7 @@ impl ControlHandler for Host {
                         backend: None,
                         cycle_time_us: None,
                         device_xruns: None,
+                        realtime: None,
                         version: "test".into(),
                     },
                 })

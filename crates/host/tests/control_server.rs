@@ -75,6 +75,7 @@ impl ControlHandler for TestHandler {
                         backend: None,
                         cycle_time_us: None,
                         device_xruns: None,
+                        realtime: None,
                         version: "test".into(),
                     },
                 })

@@ -818,6 +818,12 @@ pub fn status_table(report: &StatusReport) -> String {
         host.push_str(&format!(", xruns {x}"));
     }
     host.push_str(&format!(", config {}", h.config.display()));
+    if let Some(b) = &h.backend {
+        host.push_str(&format!("\naudio: {b}"));
+        if let Some(rt) = &h.realtime {
+            host.push_str(&format!(", realtime {rt}"));
+        }
+    }
     text.push_str(&host);
     text.push('\n');
     text
@@ -1042,6 +1048,7 @@ mod tests {
                 backend: None,
                 cycle_time_us: None,
                 device_xruns: None,
+                realtime: None,
                 version: "0".into(),
             },
         };

@@ -395,6 +395,17 @@ pub struct ProgramStatus {
     pub process_time_us: Option<f64>,
     /// Milliseconds since the worker's heartbeat last advanced (slots only).
     pub heartbeat_age_ms: Option<f64>,
+    /// Where the slot stands in the audio engine: `up` (its blocks are used),
+    /// `down` (on its fallback, waiting for a worker), `quarantined` (its worker broke
+    /// the ring), `vacant`; `null` for plain programs or without an engine.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Blocks the engine replaced by the slot's fallback (late, down or quarantined).
+    #[serde(default)]
+    pub fallback_blocks: Option<u64>,
+    /// Workers killed because the engine quarantined the slot.
+    #[serde(default)]
+    pub quarantines: Option<u64>,
 }
 
 impl ProgramStatus {
@@ -416,6 +427,9 @@ impl ProgramStatus {
             description: String::new(),
             process_time_us: None,
             heartbeat_age_ms: None,
+            link: None,
+            fallback_blocks: None,
+            quarantines: None,
         }
     }
 
@@ -485,6 +499,9 @@ pub struct HostStatus {
     pub cycle_time_us: Option<Percentiles>,
     /// Device over/underruns, once the engine runs.
     pub device_xruns: Option<u64>,
+    /// Scheduling of the audio thread (`SCHED_FIFO 70`, or why it was refused).
+    #[serde(default)]
+    pub realtime: Option<String>,
     /// The host's version (`CARGO_PKG_VERSION`).
     pub version: String,
 }
@@ -648,6 +665,7 @@ mod tests {
                     max: 900.0,
                 }),
                 device_xruns: Some(0),
+                realtime: None,
                 version: "0.1.0".into(),
             },
         }

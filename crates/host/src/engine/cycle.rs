@@ -283,6 +283,26 @@ impl EngineHandle {
         monitor: Monitor,
     ) -> Result<SlotId, EngineError> {
         let port = SlotPort::new(spec, end, monitor, self.settings.block_frames as usize)?;
+        self.attach_port(spec, port)
+    }
+
+    /// As [`EngineHandle::attach`], for a region whose worker is not started yet: the
+    /// slot stays on its fallback (link `Down`) until [`ToEngine::SlotUp`]. This is how
+    /// `slotpool run` attaches: the supervisor sends `SlotUp` once the worker runs.
+    ///
+    /// # Errors
+    /// As [`EngineHandle::attach`].
+    pub fn attach_waiting(
+        &mut self,
+        spec: &SlotSpec,
+        end: HostEnd,
+        monitor: Monitor,
+    ) -> Result<SlotId, EngineError> {
+        let port = SlotPort::new(spec, end, monitor, self.settings.block_frames as usize)?;
+        self.attach_port(spec, port.waiting())
+    }
+
+    fn attach_port(&mut self, spec: &SlotSpec, port: SlotPort) -> Result<SlotId, EngineError> {
         let id = match self.ids.get(&spec.name) {
             Some(&id) => id,
             None => {

@@ -230,6 +230,7 @@ impl Workers {
                 pipe_stderr: false,
                 limits: &limits,
                 region_fd: Some(region.fd().as_raw_fd()),
+                sample_rate: None,
             })
             .map_err(|e| anyhow::anyhow!("slot {}: {e}", spec.name))?;
             let monitor = region.monitor();

@@ -149,6 +149,15 @@ impl SlotPort {
         })
     }
 
+    /// The same slot, but waiting for its first worker: on its fallback (link
+    /// `Down`) until `SlotUp`. For a region no worker has touched yet, so no reset is
+    /// needed first; the supervisor attaches this way before the first spawn.
+    pub fn waiting(mut self) -> Self {
+        self.link = SlotLink::Down;
+        self.producing = false;
+        self
+    }
+
     /// The slot's name.
     pub fn name(&self) -> &str {
         &self.name

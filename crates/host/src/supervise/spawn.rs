@@ -44,6 +44,9 @@ pub struct SpawnSpec<'a> {
     pub limits: &'a LimitPlan,
     /// A slot's region fd, handed over as fd [`sys::REGION_FD`].
     pub region_fd: Option<RawFd>,
+    /// The engine's rate, handed to slot workers as `SLOTPOOL_SAMPLE_RATE` (the
+    /// region layout does not carry it; workers default to 48000).
+    pub sample_rate: Option<u32>,
 }
 
 /// A freshly spawned, unreaped child.
@@ -92,6 +95,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         cmd.env("SLOTPOOL_PARENT_PID", host_pid.to_string());
         if spec.region_fd.is_some() {
             cmd.env("SLOTPOOL_REGION_FD", sys::REGION_FD.to_string());
+        }
+        if let Some(rate) = spec.sample_rate {
+            cmd.env("SLOTPOOL_SAMPLE_RATE", rate.to_string());
         }
     }
     if let Some(dir) = &spec.program.workingdir {

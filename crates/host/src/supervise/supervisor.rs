@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
-use slotpool_ring::{HostEnd, HostRegion, Monitor, SlotLayout};
+use slotpool_ring::{HostEnd, HostRegion, Monitor, SlotLayout, WorkerState};
+
+use super::engine_link::{ENGINE_FAST_POLL, ENGINE_POLL, EngineLink, Phase};
 
 use super::limits::{self, CgroupRoot, LimitPlan};
 use super::logs::{Drain, LogPipe, RotatingLog};
@@ -25,9 +27,11 @@ use super::sys;
 use crate::config::{Config, ProgramConfig, Stream};
 use crate::control::ControlHandler;
 use crate::control::protocol::{
-    ActionResult, ExitStatus, HostStatus, ProgramState, ProgramStatus, Request, Response,
-    StateEvent, StatusReport, Target,
+    ActionResult, ExitStatus, HostStatus, Percentiles, ProgramState, ProgramStatus, Request,
+    Response, StateEvent, StatusReport, Target,
 };
+use crate::engine::patch::slot_specs;
+use crate::engine::{FromEngine, SlotId, SlotLink, ToEngine};
 
 /// How often the supervisor bumps the host heartbeat of every slot region and checks
 /// worker heartbeats (the worker exits when the host's stands still for 2 s).
@@ -80,15 +84,21 @@ struct Child {
 
 /// A slot's region, kept across restarts of its worker.
 ///
-/// Hand-off point for the engine: today the supervisor holds the [`HostEnd`] and only
-/// resets it between workers; the engine will take the `HostEnd` (the audio thread owns
-/// it) and the supervisor will keep the [`HostRegion`] and its [`Monitor`], asking the
-/// engine to `reset` before each respawn.
+/// With an engine (`slotpool run`), the audio thread owns the region's [`HostEnd`] and
+/// resets it on `SlotDown`; the supervisor keeps the [`HostRegion`] (the fd every new
+/// worker gets) and a [`Monitor`]. Without one, the supervisor holds the `HostEnd`
+/// itself and resets it before each respawn.
 #[derive(Debug)]
 struct Slot {
     region: HostRegion,
-    host_end: HostEnd,
+    /// `Some` only without an engine.
+    host_end: Option<HostEnd>,
     monitor: Monitor,
+    /// The slot's index in the engine's table.
+    engine_id: Option<SlotId>,
+    phase: Phase,
+    /// Workers killed because the engine quarantined the slot (a broken ring).
+    quarantines: u64,
 }
 
 /// One `program:index`.
@@ -193,11 +203,27 @@ pub struct Supervisor {
     replacements: Vec<ProgramConfig>,
     next_fd_sample: Instant,
     next_slot_tick: Instant,
+    /// The engine, in `slotpool run`.
+    engine: Option<EngineLink>,
+    next_engine_poll: Instant,
 }
 
 impl Supervisor {
     /// A supervisor for `config` with every instance STOPPED.
     pub fn new(config: Config, worker_bin: PathBuf, now: Instant) -> Supervisor {
+        Supervisor::with_engine(config, worker_bin, now, None)
+    }
+
+    /// A supervisor whose slots run in `engine`: each slot's region is attached to the
+    /// engine before its first worker starts, the patch of the config is published,
+    /// and every worker exit, restart and quarantine goes through the engine's
+    /// lifecycle messages (see [`crate::engine`]).
+    pub fn with_engine(
+        config: Config,
+        worker_bin: PathBuf,
+        now: Instant,
+        engine: Option<EngineLink>,
+    ) -> Supervisor {
         let cgroups = if config
             .programs
             .iter()
@@ -234,6 +260,8 @@ impl Supervisor {
             replacements: Vec::new(),
             next_fd_sample: now + FD_SAMPLE_EVERY,
             next_slot_tick: now,
+            engine,
+            next_engine_poll: now,
         };
         let programs = s.config.programs.clone();
         for p in programs {
@@ -347,8 +375,9 @@ impl Supervisor {
             for action in out.actions {
                 match action {
                     Action::Spawn => {
-                        // Spawned in `pump_spawns`, subject to the global cap.
-                        if self.gate.take(now) {
+                        // Else spawned in `pump_spawns`: subject to the global cap, and
+                        // a slot's region must have been reset by the engine first.
+                        if self.slot_ready(i) && self.gate.take(now) {
                             queue.push_back(self.spawn(i, now));
                         }
                     }
@@ -401,6 +430,11 @@ impl Supervisor {
             pipe_stderr: inst.stderr.is_some(),
             limits: &inst.limits,
             region_fd: inst.slot.as_ref().map(|s| s.region.fd().as_raw_fd()),
+            sample_rate: inst
+                .program
+                .slot
+                .as_ref()
+                .map(|_| self.config.engine.sample_rate),
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
@@ -412,6 +446,9 @@ impl Supervisor {
                 tracing::info!("spawned: '{}' with pid {}", inst.name, c.pid);
                 let inst = &mut self.instances[i];
                 inst.spawn_error = None;
+                if let Some(slot) = &mut inst.slot {
+                    slot.phase = Phase::Starting;
+                }
                 inst.child = Some(Child {
                     pidfd: c.pidfd,
                     pid: c.pid,
@@ -443,8 +480,11 @@ impl Supervisor {
         match &mut inst.slot {
             Some(slot) => {
                 // The previous worker is reaped (at most one child per instance), so no
-                // worker is attached: the reset contract of HostEnd::reset holds.
-                slot.host_end.reset();
+                // worker is attached: the reset contract of HostEnd::reset holds. With
+                // an engine, the audio thread did the reset (SlotDown → SlotReset).
+                if let Some(end) = &mut slot.host_end {
+                    end.reset();
+                }
             }
             None => {
                 let layout = SlotLayout {
@@ -461,10 +501,29 @@ impl Supervisor {
                     .host_end()
                     .map_err(|e| format!("cannot take the region's host end: {e}"))?;
                 let monitor = region.monitor();
+                let (host_end, engine_id) = match &mut self.engine {
+                    None => (Some(host_end), None),
+                    Some(link) => {
+                        let spec = slot_specs(&self.config)
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .find(|s| s.name == inst.name)
+                            .ok_or_else(|| format!("{} is not a slot of the patch", inst.name))?;
+                        let id = link
+                            .handle
+                            .attach_waiting(&spec, host_end, monitor.clone())
+                            .map_err(|e| format!("cannot attach the slot to the engine: {e}"))?;
+                        link.patch_dirty = true;
+                        (None, Some(id))
+                    }
+                };
                 inst.slot = Some(Slot {
                     region,
                     host_end,
                     monitor,
+                    engine_id,
+                    phase: Phase::Ready,
+                    quarantines: 0,
                 });
             }
         }
@@ -505,7 +564,10 @@ impl Supervisor {
     /// Spawns what the global cap held back, as far as it allows now.
     fn pump_spawns(&mut self, now: Instant) {
         for i in 0..self.instances.len() {
-            if self.instances[i].machine.wants_spawn() && self.instances[i].child.is_none() {
+            if self.instances[i].machine.wants_spawn()
+                && self.instances[i].child.is_none()
+                && self.slot_ready(i)
+            {
                 if !self.gate.take(now) {
                     return;
                 }
@@ -601,6 +663,14 @@ impl Supervisor {
         self.drain_output(i, Stream::Stderr);
         let pid = self.instances[i].child.as_ref().map(|c| c.pid).unwrap_or(0);
         self.instances[i].child = None; // closes the pidfd and pipes: the pid is gone for good
+        if let Some(slot) = &mut self.instances[i].slot
+            && slot.engine_id.is_some()
+        {
+            // The engine falls back from its next cycle and resets the region; the
+            // replacement waits for SlotReset (see `engine_tick`).
+            slot.phase = Phase::DownPending;
+        }
+        self.engine_tick(now);
         tracing::debug!("reaped: {} pid {pid}: {status:?}", self.instances[i].name);
         self.feed(i, Event::Exited(status), now);
     }
@@ -608,6 +678,7 @@ impl Supervisor {
     /// Time-driven work: machine deadlines, held-back spawns, slot heartbeats and the
     /// hang watchdog, fd sampling, reload replacements, removal of dropped programs.
     pub fn tick(&mut self, now: Instant) {
+        self.engine_tick(now);
         for i in 0..self.instances.len() {
             if self.instances[i]
                 .machine
@@ -627,6 +698,104 @@ impl Supervisor {
             self.sample_fds();
         }
         self.finish_reload(now);
+    }
+
+    /// Whether instance `i` may get a new child now: not a slot, a slot without an
+    /// engine, or a slot whose region the engine has reset.
+    fn slot_ready(&self, i: usize) -> bool {
+        self.instances[i]
+            .slot
+            .as_ref()
+            .is_none_or(|s| s.engine_id.is_none() || s.phase == Phase::Ready)
+    }
+
+    fn instance_of_slot(&self, id: SlotId) -> Option<usize> {
+        self.instances
+            .iter()
+            .position(|inst| inst.slot.as_ref().and_then(|s| s.engine_id) == Some(id))
+    }
+
+    /// The engine's side of the slot lifecycle, never waiting for the audio thread:
+    /// read its replies (SlotReset: a new worker may start; Quarantined: kill the
+    /// worker), send SlotDown for reaped workers and SlotUp for workers that report
+    /// RUNNING, publish the patch when it changed.
+    fn engine_tick(&mut self, now: Instant) {
+        let Some(link) = &mut self.engine else { return };
+        self.next_engine_poll = now + ENGINE_POLL;
+        let mut replies = Vec::new();
+        while let Some(msg) = link.handle.poll() {
+            replies.push(msg);
+        }
+        for msg in replies {
+            match msg {
+                FromEngine::SlotReset { slot } => {
+                    if let Some(i) = self.instance_of_slot(slot)
+                        && let Some(s) = &mut self.instances[i].slot
+                        && s.phase == Phase::Resetting
+                    {
+                        s.phase = Phase::Ready;
+                    }
+                }
+                FromEngine::Quarantined { slot, fault } => {
+                    let Some(i) = self.instance_of_slot(slot) else {
+                        continue;
+                    };
+                    let inst = &mut self.instances[i];
+                    let Some(s) = &mut inst.slot else { continue };
+                    if !matches!(s.phase, Phase::Starting | Phase::Up) {
+                        continue; // its worker is already gone; the reset clears the fault
+                    }
+                    s.quarantines += 1;
+                    match &inst.child {
+                        Some(c) => {
+                            tracing::warn!(
+                                "{}: the worker (pid {}) broke its ring ({fault:?}); the slot is on its fallback, killing the worker",
+                                inst.name,
+                                c.pid
+                            );
+                            self.kill_group(i);
+                        }
+                        None => tracing::warn!(
+                            "{}: the worker broke its ring ({fault:?}) and is gone",
+                            inst.name
+                        ),
+                    }
+                }
+                // Dropped here, off the audio thread.
+                FromEngine::Detached { .. } => {}
+            }
+        }
+        let Some(link) = &mut self.engine else { return };
+        for inst in &mut self.instances {
+            let Some(slot) = &mut inst.slot else { continue };
+            let Some(id) = slot.engine_id else { continue };
+            let running =
+                || inst.child.is_some() && slot.monitor.worker_state() == WorkerState::Running;
+            if slot.phase == Phase::DownPending
+                && link.handle.send(ToEngine::SlotDown { slot: id }).is_ok()
+            {
+                slot.phase = Phase::Resetting;
+            } else if slot.phase == Phase::Starting
+                && running()
+                && link.handle.send(ToEngine::SlotUp { slot: id }).is_ok()
+            {
+                slot.phase = Phase::Up;
+                tracing::debug!("{}: worker running; its blocks are in use", inst.name);
+            }
+        }
+        link.publish_if_due(&self.config);
+    }
+
+    /// Whether some slot waits for the engine or its worker (the loop then polls fast).
+    fn engine_busy(&self) -> bool {
+        self.engine.as_ref().is_some_and(|l| l.patch_dirty)
+            || self.instances.iter().any(|inst| {
+                inst.slot.as_ref().is_some_and(|s| {
+                    s.engine_id.is_some()
+                        && (matches!(s.phase, Phase::DownPending | Phase::Resetting)
+                            || s.phase == Phase::Starting && inst.child.is_some())
+                })
+            })
     }
 
     fn slot_tick(&mut self, now: Instant) {
@@ -702,6 +871,13 @@ impl Supervisor {
     /// When the loop must wake up at the latest for [`Supervisor::tick`].
     pub fn next_wake(&self, now: Instant) -> Instant {
         let mut next = self.next_fd_sample;
+        if self.engine.is_some() {
+            next = next.min(if self.engine_busy() {
+                now + ENGINE_FAST_POLL
+            } else {
+                self.next_engine_poll
+            });
+        }
         for inst in &self.instances {
             if let Some(d) = inst.machine.deadline() {
                 next = next.min(d);
@@ -811,6 +987,53 @@ impl Supervisor {
                 ActionResult::ok(self.instances[i].name.clone(), "restarting")
             })
             .collect())
+    }
+
+    /// `set SLOT PARAM VALUE`: the engine records the value (a restarted worker gets it
+    /// back) and forwards it to the running worker. PARAM is the module's parameter
+    /// name, or a numeric id for a custom worker.
+    pub fn set_param(
+        &mut self,
+        name: &str,
+        param: &str,
+        value: f64,
+    ) -> Result<Vec<ActionResult>, String> {
+        let hits = self.resolve(name)?;
+        let Some(link) = &mut self.engine else {
+            return Err(format!(
+                "cannot set {param} of {name}: this host runs no audio engine"
+            ));
+        };
+        let mut results = Vec::new();
+        for i in hits {
+            let inst = &self.instances[i];
+            if inst.program.slot.is_none() {
+                return Err(format!(
+                    "{} is a plain program, not a slot: it has no parameters",
+                    inst.name
+                ));
+            }
+            let (id, v) = param_value(&inst.program, param, value)
+                .map_err(|e| format!("{}: {e}", inst.name))?;
+            let Some(slot) = inst.slot.as_ref().and_then(|s| s.engine_id) else {
+                results.push(ActionResult::failed(
+                    inst.name.clone(),
+                    "ERROR (not started yet: no region in the engine)",
+                ));
+                continue;
+            };
+            match link.handle.send(ToEngine::SetParam { slot, id, value: v }) {
+                Ok(()) => results.push(ActionResult::ok(
+                    inst.name.clone(),
+                    format!("{param} = {v}"),
+                )),
+                Err(e) => results.push(ActionResult::failed(
+                    inst.name.clone(),
+                    format!("ERROR ({e})"),
+                )),
+            }
+        }
+        Ok(results)
     }
 
     // ---------- shutdown ----------
@@ -938,6 +1161,19 @@ impl Supervisor {
             results.push(ActionResult::ok(&p.name, "added"));
             self.replacements.push(p);
         }
+        if old.routes != self.config.routes {
+            results.push(ActionResult::ok("patch", "routes changed"));
+        }
+        if self.engine.is_some() && old.engine != self.config.engine {
+            tracing::warn!(
+                "reload: [engine] changed; the audio engine keeps its settings until the host is restarted"
+            );
+            self.config.engine = old.engine.clone();
+        }
+        if let Some(link) = &mut self.engine {
+            // Swapped in by the audio thread at a cycle boundary.
+            link.patch_dirty = true;
+        }
         if results.is_empty() {
             results.push(ActionResult::ok("host", "no changes"));
         }
@@ -960,7 +1196,23 @@ impl Supervisor {
             return;
         }
         let before = self.instances.len();
-        self.instances.retain(|i| !(i.removing && i.is_down()));
+        let (gone, kept): (Vec<Instance>, Vec<Instance>) = std::mem::take(&mut self.instances)
+            .into_iter()
+            .partition(|i| i.removing && i.is_down());
+        self.instances = kept;
+        if let Some(link) = &mut self.engine {
+            for inst in &gone {
+                if inst.slot.as_ref().is_some_and(|s| s.engine_id.is_some()) {
+                    // Its steps are gone from the patch published at the reload; the
+                    // port comes back as Detached and is dropped in `engine_tick`.
+                    if let Err(e) = link.handle.detach(&inst.name) {
+                        tracing::warn!("{}: cannot detach from the engine: {e}", inst.name);
+                    }
+                    link.patch_dirty = true;
+                }
+            }
+        }
+        drop(gone);
         let mut removed_any = self.instances.len() != before;
         let pending = std::mem::take(&mut self.replacements);
         for p in pending {
@@ -1016,6 +1268,28 @@ impl Supervisor {
                         s.load = Some(ns as f64 / 1e9 / block_s);
                     }
                 }
+                if let (Some(link), Some(slot)) = (&self.engine, &inst.slot)
+                    && let Some(id) = slot.engine_id
+                    && let Some(st) = link.handle.stats().slot(usize::from(id))
+                {
+                    let snap = st.snapshot();
+                    s.late_blocks = snap.late;
+                    s.fallback_blocks = Some(snap.fallback_blocks);
+                    s.quarantines = Some(slot.quarantines);
+                    s.link = Some(
+                        match snap.link {
+                            SlotLink::Up => "up",
+                            SlotLink::Down => "down",
+                            SlotLink::Quarantined => "quarantined",
+                            SlotLink::Vacant => "vacant",
+                        }
+                        .to_string(),
+                    );
+                    if inst.child.is_some() {
+                        s.process_time_us = Some(snap.process_ns as f64 / 1e3);
+                        s.load = Some(f64::from(snap.load_ppm) / 1e6);
+                    }
+                }
                 s.exit_status = exit_status(inst);
                 s.limits = inst.limits.status.clone();
                 s.description = describe(inst, inst.machine.state());
@@ -1040,9 +1314,27 @@ impl Supervisor {
                 uptime_s: now.saturating_duration_since(self.started).as_secs(),
                 fds: count_fds(None),
                 config: self.config.path.clone(),
-                backend: None,
-                cycle_time_us: None,
-                device_xruns: None,
+                backend: self.engine.as_ref().and_then(|l| l.backend.clone()),
+                cycle_time_us: self.engine.as_ref().and_then(|l| {
+                    let h = &l.handle.stats().cycle_time;
+                    let us = |q: f64| h.percentile(q).map(|ns| ns as f64 / 1e3);
+                    Some(Percentiles {
+                        p50: us(0.5)?,
+                        p90: us(0.9)?,
+                        p99: us(0.99)?,
+                        max: h.max() as f64 / 1e3,
+                    })
+                }),
+                device_xruns: self
+                    .engine
+                    .as_ref()
+                    .and_then(|l| l.audio.as_ref())
+                    .map(|a| a.device_xruns()),
+                realtime: self
+                    .engine
+                    .as_ref()
+                    .and_then(|l| l.audio.as_ref())
+                    .map(|a| a.realtime().to_string()),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             },
         }
@@ -1069,6 +1361,44 @@ impl Supervisor {
     /// The log directory of `AUTO` logs.
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
+    }
+}
+
+/// The parameter id and wire value of `param = value` for a slot program: looked up
+/// (and clamped/rounded) in the module's table, or a numeric id for a custom worker
+/// (which validates the value itself).
+fn param_value(p: &ProgramConfig, param: &str, value: f64) -> Result<(u32, f32), String> {
+    use crate::config::Launch;
+    match &p.launch {
+        Launch::Module(module) => {
+            let info = slotpool_worker::modules::find(module)
+                .ok_or_else(|| format!("unknown module {module}"))?;
+            let spec = info.param(param).ok_or_else(|| {
+                format!(
+                    "module {module} has no parameter '{param}' (known: {})",
+                    info.params
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let v = spec
+                .sanitize(value as f32)
+                .map_err(|e| format!("{param}: {e}"))?;
+            Ok((spec.id, v))
+        }
+        Launch::Command { .. } => {
+            let id = param.parse::<u32>().map_err(|_| {
+                format!(
+                    "a custom worker's parameters are set by numeric id (got '{param}'); see the worker's own documentation"
+                )
+            })?;
+            if !value.is_finite() {
+                return Err(format!("{value} is not a finite number"));
+            }
+            Ok((id, value as f32))
+        }
     }
 }
 
@@ -1182,9 +1512,7 @@ impl ControlHandler for Supervisor {
                 self.request = Some(HostRequest::Shutdown);
                 Response::done("host", "shutting down")
             }
-            Request::Set { slot, .. } => Response::error(format!(
-                "cannot set parameters of {slot}: parameters are delivered by the audio engine, which this build does not have yet"
-            )),
+            Request::Set { slot, param, value } => done(self.set_param(&slot, &param, value)),
             Request::Tail { name, stream, .. } => {
                 let s = match stream {
                     crate::control::protocol::LogStream::Stdout => Stream::Stdout,
