@@ -200,10 +200,7 @@ impl Ours {
     fn spawn(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let program = slot.name.split(':').next().unwrap();
-        let mut program = self.config.program(program).unwrap().clone();
-        program
-            .env
-            .insert("SLOTPOOL_SAMPLE_RATE".into(), RATE.to_string());
+        let program = self.config.program(program).unwrap().clone();
         let child = spawn(&SpawnSpec {
             program: &program,
             instance: &slot.name,
@@ -212,6 +209,7 @@ impl Ours {
             pipe_stderr: false,
             limits: &LimitPlan::default(),
             region_fd: Some(slot.region.fd().as_raw_fd()),
+            sample_rate: Some(RATE),
         })
         .unwrap();
         slot.child = Some(child);
