@@ -1,0 +1,341 @@
+//! Doorbells, heartbeats and status words of the header.
+//!
+//! `doorbell` (host-written) and `done` (worker-written) are shared futex words; the
+//! protocol that skips the wake syscall when the peer is running is in [`crate::sys`].
+//! Every value read from a word the peer writes is untrusted: it is returned as data
+//! (a number, [`WorkerState::Invalid`]) and never used as an index or a loop bound.
+
+use std::sync::Arc;
+
+use crate::layout::hdr;
+use crate::mapping::Mapping;
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sys::{self, FutexWait};
+use crate::time::MonoTime;
+
+/// What the worker says it is doing (`state` word of the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkerState {
+    /// 0: no worker has attached (or the host reset the region).
+    Empty,
+    /// 1: the worker opened the region and is announcing itself.
+    Starting,
+    /// 2: processing blocks.
+    Running,
+    /// 3: shutting down cleanly.
+    Stopping,
+    /// 4: the worker reported a fault (see the fault code).
+    Faulted,
+    /// Any other value: written by a broken or hostile worker.
+    Invalid(u32),
+}
+
+impl WorkerState {
+    /// The header encoding.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            WorkerState::Empty => 0,
+            WorkerState::Starting => 1,
+            WorkerState::Running => 2,
+            WorkerState::Stopping => 3,
+            WorkerState::Faulted => 4,
+            WorkerState::Invalid(v) => v,
+        }
+    }
+
+    /// Decodes a header value; unknown values are [`WorkerState::Invalid`].
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            0 => WorkerState::Empty,
+            1 => WorkerState::Starting,
+            2 => WorkerState::Running,
+            3 => WorkerState::Stopping,
+            4 => WorkerState::Faulted,
+            v => WorkerState::Invalid(v),
+        }
+    }
+}
+
+/// How a bounded wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The word moved away from the value the caller had seen.
+    Signalled,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Header words, by offset; all accessors go through the private offsets.
+#[derive(Clone, Debug)]
+pub(crate) struct Words {
+    map: Arc<Mapping>,
+}
+
+impl Words {
+    pub(crate) fn new(map: Arc<Mapping>) -> Self {
+        debug_assert!(map.len() >= hdr::LEN);
+        Self { map }
+    }
+    pub(crate) fn w64(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(hdr::WORDS64.contains(&off));
+        self.map.word64(off)
+    }
+    pub(crate) fn w32(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(hdr::WORDS32.contains(&off));
+        self.map.word32(off)
+    }
+}
+
+/// Waits until `word != seen` or `deadline`, announcing the sleep in `waiting`.
+/// Bounded by `deadline` whatever the peer does to either word.
+///
+/// Protocol (no lost wake-up, no syscall while the peer runs), a Dekker pair of SeqCst
+/// fences: the waiter stores `waiting = 1`, fence, loads `word`; the waker
+/// ([`bump_and_wake`]) bumps `word`, fence, loads `waiting`. The two fences are ordered
+/// one way or the other, so either the waiter's load sees the bump (and it does not
+/// sleep) or the waker's load sees the flag (and it calls FUTEX_WAKE). A bump that
+/// lands between the waiter's load and its sleep is caught by the kernel, which
+/// re-checks `word == seen` atomically with queueing the waiter.
+fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTime) -> WaitOutcome {
+    loop {
+        // Acquire pairs with the waker's Release RMW of the word in `bump_and_wake`:
+        // what it published before ringing is visible once we see the new value.
+        if word.load(Ordering::Acquire) != seen {
+            return WaitOutcome::Signalled;
+        }
+        if MonoTime::now() >= deadline {
+            return WaitOutcome::TimedOut;
+        }
+        // Relaxed store + SeqCst fence: the waiter's half of the fence pair above.
+        waiting.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Acquire: as the first load.
+        let r = if word.load(Ordering::Acquire) == seen {
+            sys::futex_wait_until(word, seen, deadline.as_nanos())
+        } else {
+            FutexWait::Returned
+        };
+        // Relaxed: clearing the flag late only costs the peer a needless wake.
+        waiting.store(0, Ordering::Relaxed);
+        if r == FutexWait::TimedOut {
+            // Last look so a wake racing with the timeout is not reported as late.
+            // Acquire: as the first load.
+            return if word.load(Ordering::Acquire) != seen {
+                WaitOutcome::Signalled
+            } else {
+                WaitOutcome::TimedOut
+            };
+        }
+    }
+}
+
+/// Bumps `word` and wakes the peer only if its `waiting` flag is set.
+fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
+    // Release pairs with the waiter's Acquire loads of the word in `wait_word` (and
+    // with `HostBell::done_count` / `WorkerBell::doorbell`): everything written before
+    // ringing (pushed blocks, the cycle word) is visible to a peer that sees the bump.
+    word.fetch_add(1, Ordering::Release);
+    // The waker's half of the SeqCst fence pair (see `wait_word`).
+    fence(Ordering::SeqCst);
+    // Relaxed: ordered by the fence pair.
+    if waiting.load(Ordering::Relaxed) != 0 {
+        sys::futex_wake(word);
+    }
+}
+
+/// Host side of the doorbell/done pair. Owned by the audio thread (in [`crate::HostEnd`]).
+#[derive(Debug)]
+pub struct HostBell {
+    words: Words,
+}
+
+impl HostBell {
+    pub(crate) fn new(words: Words) -> Self {
+        Self { words }
+    }
+
+    /// Stores `cycle`, bumps the doorbell and wakes the worker only if it sleeps.
+    /// RT-safe (a futex wake at most).
+    pub fn ring(&self, cycle: u64) {
+        // Relaxed: published by the Release RMW of the doorbell below, which pairs with
+        // the worker's Acquire load of the doorbell.
+        self.words.w64(hdr::CYCLE).store(cycle, Ordering::Relaxed);
+        bump_and_wake(
+            self.words.w32(hdr::DOORBELL),
+            self.words.w32(hdr::WORKER_WAITING),
+        );
+    }
+
+    /// The worker's `done` counter (untrusted: compare for change only).
+    pub fn done_count(&self) -> u32 {
+        // Acquire pairs with the Release RMW in `WorkerBell::signal_done` (`bump_and_wake`).
+        self.words.w32(hdr::DONE).load(Ordering::Acquire)
+    }
+
+    /// Sleeps until `done` differs from `seen` or `deadline` passes. Never waits past
+    /// the deadline, whatever the worker writes. RT-safe: the only blocking call the
+    /// audio thread makes, bounded by the cycle's deadline.
+    pub fn wait_done(&self, seen: u32, deadline: MonoTime) -> WaitOutcome {
+        wait_word(
+            self.words.w32(hdr::DONE),
+            self.words.w32(hdr::HOST_WAITING),
+            seen,
+            deadline,
+        )
+    }
+
+    /// Bumps the host heartbeat. RT-safe.
+    pub fn beat(&self) {
+        // Relaxed: a liveness counter; nothing is published through it.
+        self.words
+            .w64(hdr::HOST_HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Worker side of the doorbell/done pair, plus the worker's status words.
+#[derive(Debug)]
+pub struct WorkerBell {
+    words: Words,
+}
+
+impl WorkerBell {
+    pub(crate) fn new(words: Words) -> Self {
+        Self { words }
+    }
+
+    /// The doorbell counter (compare for change only).
+    pub fn doorbell(&self) -> u32 {
+        // Acquire pairs with the Release RMW in `HostBell::ring` (`bump_and_wake`).
+        self.words.w32(hdr::DOORBELL).load(Ordering::Acquire)
+    }
+
+    /// The cycle the host last rang for.
+    pub fn cycle(&self) -> u64 {
+        // Relaxed: read after the Acquire load of the doorbell it was published with.
+        self.words.w64(hdr::CYCLE).load(Ordering::Relaxed)
+    }
+
+    /// Sleeps until the doorbell differs from `seen` or `deadline` passes.
+    pub fn wait_doorbell(&self, seen: u32, deadline: MonoTime) -> WaitOutcome {
+        wait_word(
+            self.words.w32(hdr::DOORBELL),
+            self.words.w32(hdr::WORKER_WAITING),
+            seen,
+            deadline,
+        )
+    }
+
+    /// Bumps `done` and wakes the host only if it sleeps. RT-safe.
+    pub fn signal_done(&self) {
+        bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
+    }
+
+    /// Bumps the worker heartbeat. RT-safe.
+    pub fn beat(&self) {
+        // Relaxed: a liveness counter; nothing is published through it.
+        self.words
+            .w64(hdr::WORKER_HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The host heartbeat (the worker exits when it stops advancing).
+    pub fn host_heartbeat(&self) -> u64 {
+        // Relaxed: a liveness counter; only its change matters.
+        self.words.w64(hdr::HOST_HEARTBEAT).load(Ordering::Relaxed)
+    }
+
+    /// Publishes the worker's state.
+    pub fn set_state(&self, s: WorkerState) {
+        // Release pairs with the Acquire load in `Monitor::worker_state`: pid and
+        // parameters announced before `Running` are visible once `Running` is.
+        self.words
+            .w32(hdr::STATE)
+            .store(s.to_u32(), Ordering::Release);
+    }
+
+    /// Publishes the worker's pid (display only: the host never signals it).
+    pub fn set_pid(&self, pid: u32) {
+        // Relaxed: published by the Release store of the state that follows it.
+        self.words.w32(hdr::PID).store(pid, Ordering::Relaxed);
+    }
+
+    /// Publishes the time the last process call took.
+    pub fn set_process_ns(&self, ns: u64) {
+        // Relaxed: a statistic read on its own.
+        self.words.w64(hdr::PROCESS_NS).store(ns, Ordering::Relaxed);
+    }
+
+    /// Publishes a fault code (then usually `set_state(Faulted)`).
+    pub fn set_fault(&self, code: u32) {
+        // Relaxed: published by the Release store of the state that follows it.
+        self.words
+            .w32(hdr::FAULT_CODE)
+            .store(code, Ordering::Relaxed);
+    }
+}
+
+/// Read-only view of a slot's worker words for the supervisor thread, plus the host
+/// heartbeat. Cheap to clone; `Send + Sync`. Every value is untrusted data.
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    words: Words,
+}
+
+impl Monitor {
+    pub(crate) fn new(words: Words) -> Self {
+        Self { words }
+    }
+
+    /// The worker's heartbeat counter (judge it on the host's own clock).
+    pub fn worker_heartbeat(&self) -> u64 {
+        // Relaxed: a liveness counter; only its change matters.
+        self.words
+            .w64(hdr::WORKER_HEARTBEAT)
+            .load(Ordering::Relaxed)
+    }
+
+    /// The worker's state word.
+    pub fn worker_state(&self) -> WorkerState {
+        // Acquire pairs with the Release store in `WorkerBell::set_state`.
+        WorkerState::from_u32(self.words.w32(hdr::STATE).load(Ordering::Acquire))
+    }
+
+    /// The pid the worker wrote (display only; never signal it, use the pidfd).
+    pub fn worker_pid(&self) -> u32 {
+        // Relaxed: display value, ordered by the state's Acquire when it matters.
+        self.words.w32(hdr::PID).load(Ordering::Relaxed)
+    }
+
+    /// The worker's fault code.
+    pub fn fault_code(&self) -> u32 {
+        // Relaxed: ordered by the state's Acquire when it matters.
+        self.words.w32(hdr::FAULT_CODE).load(Ordering::Relaxed)
+    }
+
+    /// The time the worker's last process call took, as it reports it.
+    pub fn process_ns(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.words.w64(hdr::PROCESS_NS).load(Ordering::Relaxed)
+    }
+
+    /// The worker's `done` counter.
+    pub fn done_count(&self) -> u32 {
+        // Relaxed: compared for change only.
+        self.words.w32(hdr::DONE).load(Ordering::Relaxed)
+    }
+
+    /// The host heartbeat as stored in the region.
+    pub fn host_heartbeat(&self) -> u64 {
+        // Relaxed: a liveness counter.
+        self.words.w64(hdr::HOST_HEARTBEAT).load(Ordering::Relaxed)
+    }
+
+    /// Bumps the host heartbeat (the supervisor does it while the engine is idle).
+    pub fn beat_host(&self) {
+        // Relaxed: a liveness counter; nothing is published through it.
+        self.words
+            .w64(hdr::HOST_HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
