@@ -14,7 +14,10 @@
 //!    the ring's stride — for caller buffers at every 64-byte page offset: the worst
 //!    caller offset shows whether a layout can hit the cliff.
 //!
-//! Each configuration's first copy is checked byte for byte before it is timed.
+//! 3. the real AudioRing, push then pop on one thread, with the caller's buffers at every
+//!    64-byte page offset (so every slot meets every caller offset).
+//!
+//! Each configuration's copies are checked byte for byte before they are timed.
 
 #[allow(dead_code)] // shared by all bench binaries; each uses a subset
 mod common;
@@ -24,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use common::{RunMode, median, print_machine, print_table};
 use criterion::{BenchmarkId, Criterion, Throughput};
+use slotpool_ring::{HostRegion, SlotLayout, WorkerRegion};
 
 const PAGE: usize = 4096;
 /// Slots per simulated ring (the audio benches use the same capacity).
 const SLOTS: usize = 16;
 /// Bytes of the slot header before the samples (cycle u64, frames u32, channels u32).
-const SLOT_HEADER: usize = 16;
+const SLOT_HEADER: usize = slotpool_ring::AUDIO_SLOT_HEADER;
 const CHANNELS: usize = 2;
 
 /// A zero-filled buffer of `len` usable bytes starting on a page boundary.
@@ -217,9 +221,22 @@ fn layouts(bytes: usize) -> [Layout; 3] {
     ]
 }
 
-/// The audio slot stride of the ring for a block of `bytes` sample bytes (docs/ABI.md).
+fn ring_layout(frames: u32) -> SlotLayout {
+    SlotLayout {
+        channels_in: CHANNELS as u32,
+        channels_out: CHANNELS as u32,
+        block_frames: frames,
+        audio_capacity: SLOTS as u32,
+        command_capacity: 64,
+        event_capacity: 64,
+    }
+}
+
+/// The audio slot stride of the ring for a block of `bytes` sample bytes, from the ring
+/// crate itself.
 fn ring_slot_stride(bytes: usize) -> usize {
-    (SLOT_HEADER + bytes).div_ceil(128) * 128 + 64
+    let frames = (bytes / (CHANNELS * 4)) as u32;
+    ring_layout(frames).audio_stride(CHANNELS as u32)
 }
 
 /// Part 2: ns per block pushed into (and popped from) `SLOTS` consecutive slots of
@@ -324,6 +341,98 @@ fn part2(mode: RunMode) {
     );
 }
 
+/// Part 3: the real thing. One thread pushes a block into a real AudioRing (memfd
+/// region) and pops it back out, with its own buffers at every 64-byte page offset, so
+/// every slot of the ring meets every caller offset. ns per push+pop.
+fn part3(mode: RunMode) {
+    let step = mode.pick(1024, 64);
+    let mut rows = Vec::new();
+    for frames in [512u32, 768, 1024] {
+        let layout = ring_layout(frames);
+        let region = HostRegion::create("bench:alias", layout).expect("creating a slot region");
+        let mut host = region.host_end().expect("host end");
+        let worker = WorkerRegion::open(region.fd().try_clone_to_owned().expect("dup"))
+            .expect("opening the region");
+        let mut end = worker.worker_end().expect("worker end");
+        let samples = layout.input_samples();
+        let bytes = samples * 4;
+        // f32 buffers placed at a chosen page offset inside a page-aligned allocation.
+        let mut src_store = vec![0.0f32; samples + 2 * PAGE / 4];
+        let mut dst_store = vec![0.0f32; samples + 2 * PAGE / 4];
+        let page_start = |v: &Vec<f32>| (PAGE - v.as_ptr() as usize % PAGE) % PAGE / 4;
+        let (src0, dst0) = (page_start(&src_store), page_start(&dst_store));
+        let offsets: Vec<usize> = (0..PAGE).step_by(step).collect();
+        let (passes, blocks) = mode.pick((1, SLOTS), (5, 8 * SLOTS));
+        let mut cycle = 0u64;
+        // Correctness first, at every offset and through every slot.
+        for &off in &offsets {
+            let (s, d) = (src0 + off / 4, dst0 + off / 4);
+            for i in 0..SLOTS {
+                for (k, x) in src_store[s..s + samples].iter_mut().enumerate() {
+                    *x = (k + i * 7 + off) as f32;
+                }
+                host.audio_in
+                    .push(cycle, &src_store[s..s + samples])
+                    .expect("push");
+                let got = end
+                    .audio_in
+                    .pop(&mut dst_store[d..d + samples])
+                    .expect("pop");
+                assert_eq!(got, Some(cycle), "ring returned the wrong block");
+                assert_eq!(
+                    src_store[s..s + samples],
+                    dst_store[d..d + samples],
+                    "ring corrupted block {cycle}"
+                );
+                cycle += 1;
+            }
+        }
+        let times = sweep(&offsets, passes, |off| {
+            let (s, d) = (src0 + off / 4, dst0 + off / 4);
+            let t0 = Instant::now();
+            for _ in 0..blocks {
+                host.audio_in
+                    .push(cycle, black_box(&src_store[s..s + samples]))
+                    .expect("push");
+                end.audio_in
+                    .pop(black_box(&mut dst_store[d..d + samples]))
+                    .expect("pop");
+                cycle += 1;
+            }
+            t0.elapsed().as_nanos() as f64 / blocks as f64
+        });
+        let med = median(&times);
+        let (worst_i, worst) = times
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, t)| (i, *t))
+            .expect("offsets");
+        rows.push(vec![
+            format!("{frames} ({bytes} B)"),
+            layout.audio_stride(CHANNELS as u32).to_string(),
+            format!("{med:.0}"),
+            format!("{:.1}", 2.0 * bytes as f64 / med),
+            format!("{worst:.0} @ {}", offsets[worst_i]),
+            format!("{:.2}x", worst / med),
+        ]);
+    }
+    print_table(
+        &format!(
+            "real AudioRing push+pop on one thread, caller buffers at every {step} B page offset (ns per block)"
+        ),
+        &[
+            "frames x2 f32",
+            "stride",
+            "median",
+            "GB/s copied (2 copies)",
+            "slowest @ offset",
+            "slow/med",
+        ],
+        &rows,
+    );
+}
+
 fn criterion_part(c: &mut Criterion) {
     let size = 8192usize;
     let mut src = PageBuf::new(size + PAGE);
@@ -358,4 +467,5 @@ fn main() {
     print_machine();
     part1(mode);
     part2(mode);
+    part3(mode);
 }

@@ -3,8 +3,10 @@
 //! All variants do the same work per record: the producer encodes a `Command` into its
 //! 64-byte wire form (`Command::encode`), the consumer decodes its copy
 //! (`Command::decode`) and checks it. Only the transport differs: the command ring in a
-//! slot region (consumer in another process, or in another thread), or an
-//! `rtrb::RingBuffer<[u8; 64]>` between two threads. All rings hold 64 records.
+//! slot region (consumer in another process, or in another thread), or an rtrb ring
+//! between two threads, of plain `[u8; 64]` (alignment 1: most records straddle two
+//! cache lines) and of a 64-byte-aligned record type (one record per cache line, like
+//! the command ring's slots). All rings hold 64 records.
 //!
 //! Before anything is timed, a mixed sequence of commands (set-param, bypass, reset)
 //! goes through every variant and the consumer compares each decoded command with the
@@ -34,7 +36,35 @@ const CAPACITY: u32 = 64;
 const ROLE: &str = "command-sink";
 const VERIFY_ENV: &str = "SLOTPOOL_BENCH_VERIFY";
 
-type Record = [u8; RECORD_SIZE];
+/// What an rtrb slot holds: a record's 64 bytes, as a plain array (alignment 1, so a
+/// record usually straddles two cache lines) or aligned to its own cache line (the
+/// layout the command ring's slots have).
+trait Record: Copy + Send + 'static {
+    fn wrap(bytes: [u8; RECORD_SIZE]) -> Self;
+    fn bytes(&self) -> &[u8; RECORD_SIZE];
+}
+
+impl Record for [u8; RECORD_SIZE] {
+    fn wrap(bytes: [u8; RECORD_SIZE]) -> Self {
+        bytes
+    }
+    fn bytes(&self) -> &[u8; RECORD_SIZE] {
+        self
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct AlignedRecord([u8; RECORD_SIZE]);
+
+impl Record for AlignedRecord {
+    fn wrap(bytes: [u8; RECORD_SIZE]) -> Self {
+        AlignedRecord(bytes)
+    }
+    fn bytes(&self) -> &[u8; RECORD_SIZE] {
+        &self.0
+    }
+}
 
 fn layout() -> SlotLayout {
     SlotLayout {
@@ -270,8 +300,8 @@ impl Drop for RingRig {
 }
 
 /// rtrb of 64-byte records between two threads, with the same encode/decode work.
-struct RtrbRig {
-    producer: rtrb::Producer<Record>,
+struct RtrbRig<R: Record> {
+    producer: rtrb::Producer<R>,
     shared: Arc<RtrbShared>,
     consumer: Option<JoinHandle<Result<(), String>>>,
     /// Records pushed so far (the next record's position; its seq is this + 1).
@@ -291,25 +321,27 @@ struct RtrbShared {
     failed: AtomicBool,
 }
 
-impl RtrbRig {
-    fn start(verify: u64) -> RtrbRig {
-        let (mut producer, mut consumer) = rtrb::RingBuffer::<Record>::new(CAPACITY as usize);
+impl<R: Record> RtrbRig<R> {
+    fn start(verify: u64) -> RtrbRig<R> {
+        let (mut producer, mut consumer) = rtrb::RingBuffer::<R>::new(CAPACITY as usize);
         let shared = Arc::new(RtrbShared::default());
         let s = Arc::clone(&shared);
         let handle = common::spawn_pinned(Side::Peer, move || {
             let mut backoff = Backoff::default();
             let result = (|| {
                 let mut pos = 0u64;
-                let mut pop = |consumer: &mut rtrb::Consumer<Record>| -> Result<Option<(u64, Command)>, String> {
-                    match consumer.pop() {
-                        Ok(record) => {
-                            let decoded = Command::decode(&record, pos).map_err(|e| format!("data: {e}"))?;
-                            pos += 1;
-                            Ok(Some(decoded))
+                let mut pop =
+                    |consumer: &mut rtrb::Consumer<R>| -> Result<Option<(u64, Command)>, String> {
+                        match consumer.pop() {
+                            Ok(record) => {
+                                let decoded = Command::decode(record.bytes(), pos)
+                                    .map_err(|e| format!("data: {e}"))?;
+                                pos += 1;
+                                Ok(Some(decoded))
+                            }
+                            Err(_) => Ok(None),
                         }
-                        Err(_) => Ok(None),
-                    }
-                };
+                    };
                 let started = Instant::now();
                 let mut i = 0;
                 while i < verify {
@@ -355,7 +387,7 @@ impl RtrbRig {
         });
         // Correctness first.
         for i in 0..verify {
-            let record = verify_command(i).encode(i + 1);
+            let record = R::wrap(verify_command(i).encode(i + 1));
             spin_until("rtrb verify push", || {
                 assert!(
                     !shared.failed.load(Ordering::Acquire),
@@ -388,7 +420,7 @@ impl RtrbRig {
         let t0 = Instant::now();
         for i in 0..n {
             let seq = self.pushed + 1;
-            let (producer, record) = (&mut self.producer, run_command(i).encode(seq));
+            let (producer, record) = (&mut self.producer, R::wrap(run_command(i).encode(seq)));
             spin_until("rtrb push", || producer.push(record).is_ok());
             self.pushed += 1;
         }
@@ -404,7 +436,7 @@ impl RtrbRig {
     }
 }
 
-impl Drop for RtrbRig {
+impl<R: Record> Drop for RtrbRig<R> {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         if let Some(h) = self.consumer.take() {
@@ -421,13 +453,15 @@ impl Drop for RtrbRig {
 struct Rigs {
     xproc: RingRig,
     threads: RingRig,
-    rtrb: RtrbRig,
+    rtrb: RtrbRig<[u8; RECORD_SIZE]>,
+    rtrb_aligned: RtrbRig<AlignedRecord>,
 }
 
-const VARIANTS: [&str; 3] = [
+const VARIANTS: [&str; 4] = [
     "command ring xproc",
     "command ring threads",
     "rtrb [u8; 64] threads",
+    "rtrb 64-aligned threads",
 ];
 
 impl Rigs {
@@ -435,7 +469,8 @@ impl Rigs {
         match variant {
             0 => self.xproc.run(n),
             1 => self.threads.run(n),
-            _ => self.rtrb.run(n),
+            2 => self.rtrb.run(n),
+            _ => self.rtrb_aligned.run(n),
         }
     }
 }
@@ -472,6 +507,7 @@ fn main() {
         xproc: RingRig::start(true, verify),
         threads: RingRig::start(false, verify),
         rtrb: RtrbRig::start(verify),
+        rtrb_aligned: RtrbRig::start(verify),
     };
     if mode != RunMode::List {
         println!("ring_command: {verify} mixed commands decoded intact through every variant");
@@ -511,10 +547,16 @@ fn main() {
     );
     print_table(
         "CommandRing ratios (median of per-round ratios)",
-        &["xproc/rtrb", "threads/rtrb", "xproc/threads"],
+        &[
+            "xproc/rtrb",
+            "xproc/rtrb aligned",
+            "threads/rtrb aligned",
+            "xproc/threads",
+        ],
         &[vec![
             format!("{:.2}", paired_ratio(&rates[0], &rates[2])),
-            format!("{:.2}", paired_ratio(&rates[1], &rates[2])),
+            format!("{:.2}", paired_ratio(&rates[0], &rates[3])),
+            format!("{:.2}", paired_ratio(&rates[1], &rates[3])),
             format!("{:.2}", paired_ratio(&rates[0], &rates[1])),
         ]],
     );
