@@ -459,7 +459,9 @@ fn main() {
         "memcpy_alias",
     );
     let mut c = common::criterion();
-    criterion_part(&mut c);
+    if common::with_criterion() {
+        criterion_part(&mut c);
+    }
     c.final_summary();
     if mode == RunMode::List {
         return;

@@ -534,7 +534,9 @@ fn main() {
                 "ring_audio: {frames} frames: {verify} blocks verified intact through every variant"
             );
         }
-        criterion_group(&mut c, frames, &mut rigs);
+        if common::with_criterion() {
+            criterion_group(&mut c, frames, &mut rigs);
+        }
         if mode != RunMode::List {
             results.push((frames, interleaved(&mut rigs, mode)));
         }

@@ -513,7 +513,9 @@ fn main() {
         println!("ring_command: {verify} mixed commands decoded intact through every variant");
     }
     let mut c = common::criterion();
-    criterion_group(&mut c, &mut rigs);
+    if common::with_criterion() {
+        criterion_group(&mut c, &mut rigs);
+    }
     c.final_summary();
     if mode == RunMode::List {
         return;

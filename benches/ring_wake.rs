@@ -7,9 +7,16 @@
 //!   CLOCK_MONOTONIC deadlines, the waiting-flag protocol of docs/ABI.md.
 //! * `ring bells threads`: the same calls with the worker side on a thread of this
 //!   process (splits the cost of the process boundary from the cost of the protocol).
-//! * `futex threads`: the textbook in-process ping-pong written with libc directly: two
-//!   `AtomicU32` words, `FUTEX_WAIT_PRIVATE` without timeout, an unconditional
-//!   `FUTEX_WAKE_PRIVATE` after each bump.
+//! * `futex threads (libc, private)`: the textbook in-process ping-pong written with libc
+//!   directly: two `AtomicU32` words, `FUTEX_WAIT_PRIVATE` without timeout, an
+//!   unconditional `FUTEX_WAKE_PRIVATE` after each bump. The target's reference.
+//! * `futex threads (libc, shared + deadline)`: the same ping-pong with the futex calls
+//!   the ring has to make (non-private, `FUTEX_WAIT_BITSET` with an absolute deadline):
+//!   separates what those calls cost from what the ring's protocol adds; `shared` and
+//!   `private + deadline` split that cost further.
+//!
+//! Each runs in two placements: the peer pinned to the other CPU (cross-core) and to the
+//! bench's own CPU (same-core).
 //!
 //! Every round trip is checked: the worker sees the cycle the host rang for (in order)
 //! and the host sees exactly one `done` per ring. The first rounds are a verification
@@ -34,6 +41,8 @@ use slotpool_ring::{
 };
 
 const ROLE: &str = "wake-echo";
+/// Tells the peer process to pin itself to the bench's CPU (the same-core placement).
+const SAME_CPU_ENV: &str = "SLOTPOOL_BENCH_SAME_CPU";
 /// The cycle value that tells the worker side to exit.
 const STOP_CYCLE: u64 = u64::MAX;
 /// Fault code the worker stores when it sees a cycle out of order.
@@ -82,7 +91,11 @@ fn bell_echo(bell: &WorkerBell) -> Result<(), String> {
 
 fn run_peer_process() -> ! {
     let fd = common::take_inherited_region();
-    common::pin(Side::Peer);
+    common::pin(if std::env::var_os(SAME_CPU_ENV).is_some() {
+        Side::Bench
+    } else {
+        Side::Peer
+    });
     let result = WorkerRegion::open(fd)
         .map_err(|e| e.to_string())
         .and_then(|region| region.worker_end().map_err(|e| e.to_string()))
@@ -112,7 +125,7 @@ struct BellRig {
 }
 
 impl BellRig {
-    fn start(cross_process: bool, verify: usize) -> BellRig {
+    fn start(cross_process: bool, peer_side: Side, verify: usize) -> BellRig {
         let what = if cross_process {
             "ring bells xproc"
         } else {
@@ -126,7 +139,7 @@ impl BellRig {
         let monitor = region.monitor();
         let peer = if cross_process {
             Peer::Process(
-                common::spawn_peer(ROLE, region.fd(), &[])
+                common::spawn_peer(ROLE, region.fd(), &same_cpu_env(peer_side))
                     .unwrap_or_else(|e| panic!("{what}: starting the peer process: {e}")),
             )
         } else {
@@ -139,7 +152,7 @@ impl BellRig {
             let end = worker
                 .worker_end()
                 .unwrap_or_else(|e| panic!("{what}: worker end: {e}"));
-            Peer::Thread(common::spawn_pinned(Side::Peer, move || {
+            Peer::Thread(common::spawn_pinned(peer_side, move || {
                 let _keep = worker;
                 bell_echo(&end.bell)
             }))
@@ -208,30 +221,90 @@ impl Drop for BellRig {
 
 // ---------------------------------------------------------------- libc futex baseline
 
-fn futex_wait_private(word: &AtomicU32, expected: u32) {
-    // SAFETY: `word` is a live, aligned u32 for the whole call (an AtomicU32 kept alive
-    // by the Arc of its owner); FUTEX_WAIT only reads it; a null timeout means no
-    // timeout (the bench's watchdog covers a peer that never answers). Any result (woken,
-    // EAGAIN, EINTR) is fine: the caller re-checks the word in a loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
+/// Which futex calls the libc ping-pong makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// The textbook in-process futex: `FUTEX_WAIT_PRIVATE` without a timeout,
+    /// `FUTEX_WAKE_PRIVATE`. The target's reference.
+    Private,
+    /// Private, but waits with `FUTEX_WAIT_BITSET_PRIVATE` and an absolute deadline.
+    PrivateDeadline,
+    /// Non-private (`FUTEX_WAIT`/`FUTEX_WAKE`), no timeout.
+    Shared,
+    /// The calls the ring makes: non-private (its words are shared between processes)
+    /// and `FUTEX_WAIT_BITSET` with an absolute CLOCK_MONOTONIC deadline (the host never
+    /// waits past its deadline).
+    SharedDeadline,
+}
+
+impl Flavor {
+    fn private(self) -> bool {
+        matches!(self, Flavor::Private | Flavor::PrivateDeadline)
+    }
+
+    fn deadline(self) -> bool {
+        matches!(self, Flavor::PrivateDeadline | Flavor::SharedDeadline)
     }
 }
 
-fn futex_wake_private(word: &AtomicU32) {
+/// The diagnostic flavours are plain libc ping-pongs on heap words of this process, with
+/// the same unconditional wake as `Private`; only the futex calls differ.
+fn futex_wait(flavor: Flavor, word: &AtomicU32, expected: u32) {
+    let private = if flavor.private() {
+        libc::FUTEX_PRIVATE_FLAG
+    } else {
+        0
+    };
+    if flavor.deadline() {
+        let deadline = (MonoTime::now() + Duration::from_millis(200)).as_nanos();
+        let ts = libc::timespec {
+            tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned u32 for the whole call (an AtomicU32 kept
+        // alive by the Arc of its owner), only read by the kernel; `ts` is a valid
+        // timespec the kernel only reads, an absolute CLOCK_MONOTONIC time
+        // (FUTEX_WAIT_BITSET without FUTEX_CLOCK_REALTIME). Any result (woken, EAGAIN,
+        // EINTR, ETIMEDOUT) is fine: the caller re-checks the word in a loop.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT_BITSET | private,
+                expected,
+                &ts as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY,
+            );
+        }
+    } else {
+        // SAFETY: as above for `word`; a null timeout means none (the bench's watchdog
+        // covers a peer that never answers).
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | private,
+                expected,
+                std::ptr::null::<libc::timespec>(),
+            );
+        }
+    }
+}
+
+fn futex_wake(flavor: Flavor, word: &AtomicU32) {
+    let private = if flavor.private() {
+        libc::FUTEX_PRIVATE_FLAG
+    } else {
+        0
+    };
     // SAFETY: `word` is a live, aligned u32 for the call; FUTEX_WAKE touches no memory,
-    // it only wakes threads of this process queued on the address.
+    // it only wakes threads queued on the address.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            libc::FUTEX_WAKE | private,
             1,
         );
     }
@@ -245,22 +318,23 @@ struct PingPong {
 }
 
 struct FutexRig {
+    flavor: Flavor,
     shared: Arc<PingPong>,
     peer: Option<JoinHandle<()>>,
 }
 
 impl FutexRig {
-    fn start(verify: usize) -> FutexRig {
+    fn start(flavor: Flavor, peer_side: Side, verify: usize) -> FutexRig {
         let shared = Arc::new(PingPong::default());
         let s = Arc::clone(&shared);
-        let peer = common::spawn_pinned(Side::Peer, move || {
+        let peer = common::spawn_pinned(peer_side, move || {
             // Starts from the initial value, not from a first look: the bench may ping
             // before this thread runs. Acquire loads pair with the Release RMW of `ping`
             // in `round_trip`.
             let mut seen = 0;
             loop {
                 while s.ping.load(Ordering::Acquire) == seen {
-                    futex_wait_private(&s.ping, seen);
+                    futex_wait(flavor, &s.ping, seen);
                 }
                 seen = s.ping.load(Ordering::Acquire);
                 if s.stop.load(Ordering::Acquire) {
@@ -268,10 +342,11 @@ impl FutexRig {
                 }
                 // Release pairs with the Acquire loads of `pong` in `round_trip`.
                 s.pong.fetch_add(1, Ordering::Release);
-                futex_wake_private(&s.pong);
+                futex_wake(flavor, &s.pong);
             }
         });
         let mut rig = FutexRig {
+            flavor,
             shared,
             peer: Some(peer),
         };
@@ -287,9 +362,9 @@ impl FutexRig {
         let seen = s.pong.load(Ordering::Acquire);
         // Release pairs with the Acquire loads of `ping` in the peer.
         s.ping.fetch_add(1, Ordering::Release);
-        futex_wake_private(&s.ping);
+        futex_wake(self.flavor, &s.ping);
         while s.pong.load(Ordering::Acquire) == seen {
-            futex_wait_private(&s.pong, seen);
+            futex_wait(self.flavor, &s.pong, seen);
         }
         let elapsed = t0.elapsed();
         assert_eq!(
@@ -305,7 +380,7 @@ impl Drop for FutexRig {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.ping.fetch_add(1, Ordering::Release);
-        futex_wake_private(&self.shared.ping);
+        futex_wake(self.flavor, &self.shared.ping);
         if let Some(h) = self.peer.take() {
             let _ = h.join();
         }
@@ -317,13 +392,23 @@ impl Drop for FutexRig {
 struct Rigs {
     xproc: BellRig,
     threads: BellRig,
-    futex: FutexRig,
+    futex: [FutexRig; 4],
 }
 
-const VARIANTS: [&str; 3] = [
+const VARIANTS: [&str; 6] = [
     "ring bells xproc",
     "ring bells threads",
     "futex threads (libc, private)",
+    "futex threads (libc, shared + deadline)",
+    "futex threads (libc, shared)",
+    "futex threads (libc, private + deadline)",
+];
+/// The futex flavour of each `futex threads` variant, in `VARIANTS` order from index 2.
+const FLAVORS: [Flavor; 4] = [
+    Flavor::Private,
+    Flavor::SharedDeadline,
+    Flavor::Shared,
+    Flavor::PrivateDeadline,
 ];
 
 impl Rigs {
@@ -331,13 +416,21 @@ impl Rigs {
         match variant {
             0 => self.xproc.round_trip(),
             1 => self.threads.round_trip(),
-            _ => self.futex.round_trip(),
+            v => self.futex[v - 2].round_trip(),
         }
     }
 }
 
-fn criterion_group(c: &mut Criterion, rigs: &mut Rigs) {
-    let mut group = c.benchmark_group("wake_round_trip");
+fn same_cpu_env(peer_side: Side) -> Vec<(&'static str, String)> {
+    if peer_side == Side::Bench {
+        vec![(SAME_CPU_ENV, "1".into())]
+    } else {
+        Vec::new()
+    }
+}
+
+fn criterion_group(c: &mut Criterion, placement: &str, rigs: &mut Rigs) {
+    let mut group = c.benchmark_group(format!("wake_round_trip/{placement}"));
     for (variant, name) in VARIANTS.iter().enumerate() {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| rigs.round_trip(variant)).sum())
@@ -362,22 +455,52 @@ fn main() {
         "ring_wake",
     );
     common::pin(Side::Bench);
-    let verify = mode.pick(16, 2000);
-    let mut rigs = Rigs {
-        xproc: BellRig::start(true, verify),
-        threads: BellRig::start(false, verify),
-        futex: FutexRig::start(verify),
+    // Both placements when pinning is possible: the peer on the other CPU (a wake needs an
+    // inter-processor interrupt; on a VM, waking an idle vCPU) and on the bench's own CPU
+    // (a wake is a context switch on one CPU).
+    let placements: Vec<(&str, Side)> = if common::pin_plan().is_some() {
+        vec![("cross-core", Side::Peer), ("same-core", Side::Bench)]
+    } else {
+        vec![("unpinned", Side::Peer)]
     };
-    if mode != RunMode::List {
-        println!(
-            "ring_wake: {verify} round trips verified (cycle in order, one done per ring) for every variant"
-        );
-    }
     let mut c = common::criterion();
-    criterion_group(&mut c, &mut rigs);
+    let mut reports = Vec::new();
+    for (placement, peer_side) in placements {
+        reports.push(measure(&mut c, placement, peer_side, mode));
+    }
     c.final_summary();
     if mode == RunMode::List {
         return;
+    }
+    print_machine();
+    for report in reports {
+        report();
+    }
+}
+
+/// Verifies and measures one placement; returns the printing of its tables.
+fn measure(
+    c: &mut Criterion,
+    placement: &'static str,
+    peer_side: Side,
+    mode: RunMode,
+) -> Box<dyn FnOnce()> {
+    let verify = mode.pick(16, 2000);
+    let mut rigs = Rigs {
+        xproc: BellRig::start(true, peer_side, verify),
+        threads: BellRig::start(false, peer_side, verify),
+        futex: FLAVORS.map(|flavor| FutexRig::start(flavor, peer_side, verify)),
+    };
+    if mode != RunMode::List {
+        println!(
+            "ring_wake {placement}: {verify} round trips verified (cycle in order, one done per ring) for every variant"
+        );
+    }
+    if common::with_criterion() {
+        criterion_group(c, placement, &mut rigs);
+    }
+    if mode == RunMode::List {
+        return Box::new(|| {});
     }
 
     let batch = mode.pick(16, 10_000);
@@ -394,7 +517,16 @@ fn main() {
     });
     drop(rigs);
 
-    print_machine();
+    Box::new(move || print_wake_tables(placement, rounds, batch, samples, &batch_medians))
+}
+
+fn print_wake_tables(
+    placement: &str,
+    rounds: usize,
+    batch: usize,
+    mut samples: Vec<Vec<u64>>,
+    batch_medians: &[Vec<f64>],
+) {
     let mut rows = Vec::new();
     let mut stats = Vec::new();
     for (name, s) in VARIANTS.iter().zip(samples.iter_mut()) {
@@ -419,7 +551,7 @@ fn main() {
     }
     print_table(
         &format!(
-            "wake round trip host -> worker -> host (us, all {rounds} interleaved batches of {batch} pooled)"
+            "wake round trip host -> worker -> host, {placement} (us; {rounds} interleaved batches of {batch}, pooled)"
         ),
         &["variant", "p50", "p99", "p99.9", "max", "mean", "samples"],
         &rows,
@@ -438,7 +570,7 @@ fn main() {
         ]
     };
     print_table(
-        "wake ratios (target: xproc / futex threads <= 1.2)",
+        &format!("wake ratios, {placement} (target: xproc / futex threads <= 1.2)"),
         &[
             "ratio",
             "p50",
@@ -451,6 +583,10 @@ fn main() {
             ratio_row(0, 2, "xproc / futex threads"),
             ratio_row(1, 2, "ring threads / futex threads"),
             ratio_row(0, 1, "xproc / ring threads"),
+            ratio_row(3, 2, "futex shared+deadline / futex private"),
+            ratio_row(4, 2, "futex shared / futex private"),
+            ratio_row(5, 2, "futex private+deadline / futex private"),
+            ratio_row(0, 3, "xproc / futex shared+deadline"),
         ],
     );
 }

@@ -64,6 +64,15 @@ impl RunMode {
     }
 }
 
+/// Set to anything to skip the criterion part and print only the interleaved tables
+/// (`scripts/bench-ring.sh --tables-only`).
+pub const TABLES_ONLY_ENV: &str = "SLOTPOOL_BENCH_TABLES_ONLY";
+
+/// Whether to run the criterion part (see [`TABLES_ONLY_ENV`]).
+pub fn with_criterion() -> bool {
+    env::var_os(TABLES_ONLY_ENV).is_none()
+}
+
 /// Criterion with short, fixed budgets: the interleaved tables carry the ratios, criterion
 /// contributes its usual per-function mean and confidence interval.
 pub fn criterion() -> Criterion {
