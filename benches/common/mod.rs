@@ -9,10 +9,10 @@ pub mod control;
 
 use std::env;
 use std::fs;
-use std::hint::spin_loop;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{self, Child, Command, Stdio};
+use std::sync::atomic::{Ordering as AtomicOrdering, compiler_fence};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -161,27 +161,38 @@ pub fn spawn_pinned<T: Send + 'static>(
     })
 }
 
-/// How a spinning side waits for its peer: `spin_loop` hints, and now and then a
-/// `yield_now` so that a peer which does share our core (unpinned, or preempted onto
-/// it) gets to run instead of waiting for our time slice to end. Every variant of a
-/// bench uses this same policy on both sides.
-#[derive(Debug, Default)]
+/// How a spinning side waits for its peer: it polls again at once; and, only when the sides
+/// are not pinned to different CPUs, now and then a `yield_now`, so that a peer which
+/// shares our core gets to run instead of waiting for our time slice to end. Pinned, a
+/// yield would only hand our CPU to unrelated work. Every variant of a bench uses this
+/// same policy on both sides.
+#[derive(Debug)]
 pub struct Backoff {
     spins: u32,
+    may_yield: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            spins: 0,
+            may_yield: pin_plan().is_none(),
+        }
+    }
 }
 
 impl Backoff {
     pub fn snooze(&mut self) {
         self.spins = self.spins.wrapping_add(1);
-        if self.spins.is_multiple_of(1024) {
+        if self.may_yield && self.spins.is_multiple_of(1024) {
             thread::yield_now();
         } else {
-            spin_loop();
+            // Deliberately no `spin_loop()` (PAUSE): in a KVM guest a vCPU that executes
+            // PAUSE in a tight loop trips pause-loop exiting and the host deschedules it
+            // as if it spun on a lock; measured here, that made the medians of every
+            // variant swing by 5x. The fence only keeps the compiler from merging polls.
+            compiler_fence(AtomicOrdering::SeqCst);
         }
-    }
-
-    pub fn reset(&mut self) {
-        self.spins = 0;
     }
 }
 
@@ -223,6 +234,19 @@ pub fn interleave(
         }
     }
     results
+}
+
+/// Length of one timed run, in the unit `run` counts: about `target` when undisturbed.
+///
+/// Runs are kept short on purpose: on a shared machine, other work preempts a spinning
+/// side every few milliseconds; short runs are mostly either clean or disturbed, and the
+/// median over many interleaved rounds then reflects the clean ones. The probe takes the
+/// fastest of several tries so that one disturbed probe does not shrink every run.
+pub fn calibrate(target: Duration, mut run: impl FnMut(u64) -> Duration) -> u64 {
+    let probe = 500;
+    let best = (0..7).map(|_| run(probe)).min().expect("probes");
+    let n = probe as f64 * target.as_secs_f64() / best.as_secs_f64().max(1e-9);
+    (n as u64).clamp(probe, 10_000_000)
 }
 
 /// Median of a non-empty sample.
