@@ -57,8 +57,8 @@
 //! [`HostRegion<Memfd>`](HostRegion) (the default) is the real thing;
 //! [`HostRegion<Heap>`](HostRegion) is the same header and rings on the heap, for
 //! in-process tests and loom. The crate's conformance suite runs over both. The
-//! `testing` feature exposes [`testing::PeerAccess`] (raw hostile writes); the
-//! `fault-injection` feature adds [`WorkerRegion::scribble`]. Under
+//! `testing` feature exposes `testing::PeerAccess` (raw hostile writes); the
+//! `fault-injection` feature adds `WorkerRegion::scribble`. Under
 //! `RUSTFLAGS="--cfg loom"` the atomics come from loom (`scripts/ring-loom.sh`).
 //!
 //! ## Names beyond RING_API.md

@@ -33,9 +33,17 @@ pub struct Heap(());
 impl Backing for Memfd {}
 impl Backing for Heap {}
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::Memfd {}
-    impl Sealed for super::Heap {}
+    /// What a region of this backing keeps besides the mapping.
+    pub trait Sealed {
+        type Handle: Send + Sync + 'static;
+    }
+    impl Sealed for super::Memfd {
+        /// The memfd itself (handed to each new worker).
+        type Handle = std::os::fd::OwnedFd;
+    }
+    impl Sealed for super::Heap {
+        type Handle = ();
+    }
 }
 
 /// Creating a region failed.
@@ -242,7 +250,7 @@ pub struct HostRegion<B: Backing = Memfd> {
     slot: String,
     geo: Geometry,
     map: Arc<Mapping>,
-    fd: Option<OwnedFd>,
+    handle: <B as sealed::Sealed>::Handle,
     host_end_taken: AtomicBool,
     _backing: PhantomData<B>,
 }
@@ -369,17 +377,13 @@ impl HostRegion<Memfd> {
         // pages stay populated but swappable, which is acceptable.
         let _ = raw.lock();
         let map = Mapping::from_mmap(raw);
-        Ok(Self::finish(slot_name, geo, map, Some(fd)))
+        Ok(Self::finish(slot_name, geo, map, fd))
     }
 
     /// The memfd, close-on-exec. The spawner `dup2`s it into the child (which clears
     /// close-on-exec on the duplicate) and passes its number in `SLOTPOOL_REGION_FD`.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        match &self.fd {
-            Some(fd) => fd.as_fd(),
-            // `create` is the only constructor of HostRegion<Memfd> and always sets it.
-            None => unreachable!("HostRegion<Memfd> always holds its memfd"),
-        }
+        self.handle.as_fd()
     }
 }
 
@@ -394,7 +398,7 @@ impl HostRegion<Heap> {
         })?;
         let geo = Geometry::new(layout);
         let map = Mapping::heap(geo.off.region_len);
-        Ok(Self::finish(slot_name, geo, map, None))
+        Ok(Self::finish(slot_name, geo, map, ()))
     }
 
     /// The worker's view of this heap region, opened through the same header
@@ -405,14 +409,19 @@ impl HostRegion<Heap> {
 }
 
 impl<B: Backing> HostRegion<B> {
-    fn finish(slot_name: &str, geo: Geometry, map: Mapping, fd: Option<OwnedFd>) -> Self {
+    fn finish(
+        slot_name: &str,
+        geo: Geometry,
+        map: Mapping,
+        handle: <B as sealed::Sealed>::Handle,
+    ) -> Self {
         debug_assert_eq!(map.len(), geo.off.region_len);
         write_header(&map, &geo, slot_name, [0; 4]);
         Self {
             slot: slot_name.to_owned(),
             geo,
             map: Arc::new(map),
-            fd,
+            handle,
             host_end_taken: AtomicBool::new(false),
             _backing: PhantomData,
         }
@@ -434,7 +443,8 @@ impl<B: Backing> HostRegion<B> {
     pub fn host_end(&self) -> Result<HostEnd, RegionError> {
         if self
             .host_end_taken
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+            // Relaxed: the flag guards only itself (one taker), it publishes nothing.
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             return Err(RegionError::AlreadyTaken {
                 slot: self.slot.clone(),
@@ -445,7 +455,7 @@ impl<B: Backing> HostRegion<B> {
         let l = g.layout;
         Ok(HostEnd {
             audio_in: AudioProducer::new(
-                ProducerCore::new(m.clone(), g.audio_in, 0),
+                ProducerCore::new(m.clone(), g.audio_in, 0, 0),
                 l.channels_in,
                 l.block_frames,
             ),
@@ -454,7 +464,7 @@ impl<B: Backing> HostRegion<B> {
                 l.channels_out,
                 l.block_frames,
             ),
-            commands: CommandProducer::new(ProducerCore::new(m.clone(), g.commands, 0)),
+            commands: CommandProducer::new(ProducerCore::new(m.clone(), g.commands, 0, 0)),
             events: EventConsumer::new(ConsumerCore::new(m.clone(), g.events, 0)),
             bell: HostBell::new(Words::new(m.clone())),
             private: HostPrivate {
@@ -577,6 +587,11 @@ impl HostEnd {
                     None => break,
                 }
             }
+            // Checked on every round, not only when the futex wait times out: a worker
+            // that keeps bumping `done` without delivering must not keep us past it.
+            if MonoTime::now() >= deadline {
+                return Ok(OutputStatus::Late);
+            }
             if self.bell.wait_done(seen, deadline) == WaitOutcome::TimedOut {
                 // One last look: the block may have landed just before the deadline.
                 if self.audio_out.peek_cycle()? == Some(cycle)
@@ -673,7 +688,8 @@ impl WorkerRegion {
     pub fn worker_end(&self) -> Result<WorkerEnd, OpenError> {
         if self
             .worker_end_taken
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+            // Relaxed: the flag guards only itself (one taker), it publishes nothing.
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             return Err(OpenError::AlreadyTaken {
                 slot: self.slot.clone(),
@@ -689,27 +705,27 @@ impl WorkerRegion {
         // `ProducerCore::reset`/`ConsumerCore::reset` (and with the magic's Release,
         // already acquired by `read_header`, at creation).
         let start = |off: usize| m.word64(off).load(Ordering::Acquire);
+        let producer = |ring: RingGeom| {
+            ProducerCore::new(
+                m.clone(),
+                ring,
+                start(ring.head_off()),
+                start(ring.tail_off()),
+            )
+        };
         Ok(WorkerEnd {
             audio_in: AudioConsumer::new(
                 ConsumerCore::new(m.clone(), g.audio_in, start(g.audio_in.tail_off())),
                 l.channels_in,
                 l.block_frames,
             ),
-            audio_out: AudioProducer::new(
-                ProducerCore::new(m.clone(), g.audio_out, start(g.audio_out.head_off())),
-                l.channels_out,
-                l.block_frames,
-            ),
+            audio_out: AudioProducer::new(producer(g.audio_out), l.channels_out, l.block_frames),
             commands: CommandConsumer::new(ConsumerCore::new(
                 m.clone(),
                 g.commands,
                 start(g.commands.tail_off()),
             )),
-            events: EventProducer::new(ProducerCore::new(
-                m.clone(),
-                g.events,
-                start(g.events.head_off()),
-            )),
+            events: EventProducer::new(producer(g.events)),
             bell: WorkerBell::new(Words::new(m.clone())),
         })
     }

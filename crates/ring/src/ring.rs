@@ -177,16 +177,21 @@ pub(crate) struct ProducerCore {
 }
 
 impl ProducerCore {
-    /// A producer starting at `head` (host: 0 at creation; worker: read from the region
-    /// at open — a value the host chose, validated like any other when tail is loaded).
-    pub(crate) fn new(map: Arc<Mapping>, g: RingGeom, head: u64) -> Self {
+    /// A producer starting at `head` with the consumer at `tail` (host: 0, 0 at
+    /// creation; worker: both read from the region when it takes its end). A `tail`
+    /// that is not within one ring's worth behind `head` starts the ring faulted.
+    pub(crate) fn new(map: Arc<Mapping>, g: RingGeom, head: u64, tail: u64) -> Self {
         debug_assert!(g.capacity.is_power_of_two() && g.end() <= map.len());
+        let (cached_tail, fault) = match check_tail(tail, head.wrapping_sub(g.capacity), head) {
+            Ok(t) => (t, None),
+            Err(e) => (head, Some(e.fault(g.id))),
+        };
         Self {
             map,
             g,
             head,
-            cached_tail: head,
-            fault: None,
+            cached_tail,
+            fault,
         }
     }
 
@@ -260,8 +265,9 @@ impl ProducerCore {
         self.fault = None;
         let head = self.map.word64(self.g.head_off());
         let tail = self.map.word64(self.g.tail_off());
-        // Release: the next worker opens the region after the host hands it the fd
-        // (exec is a full barrier anyway); these make the values visible to any thread.
+        // Release pairs with the Acquire loads of the starting counters in
+        // `WorkerRegion::worker_end` (a worker in another thread of this process; across
+        // processes the fd handover and exec order them anyway).
         head.store(self.head, Ordering::Release);
         tail.store(self.head, Ordering::Release);
     }
@@ -367,7 +373,8 @@ impl ConsumerCore {
         self.fault = None;
         let head = self.map.word64(self.g.head_off());
         let tail = self.map.word64(self.g.tail_off());
-        // Release: see `ProducerCore::reset`.
+        // Release pairs with the Acquire loads in `WorkerRegion::worker_end`, as in
+        // `ProducerCore::reset`.
         tail.store(self.tail, Ordering::Release);
         head.store(self.tail, Ordering::Release);
     }

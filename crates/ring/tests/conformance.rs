@@ -8,13 +8,17 @@ mod common;
 
 use std::time::Duration;
 
-use assert_no_alloc::{AllocDisabler, assert_no_alloc};
+#[cfg(debug_assertions)]
+use assert_no_alloc::AllocDisabler;
+use assert_no_alloc::assert_no_alloc;
 use common::{Watchdog, block_matches, fill_block, mono16, odd_shape};
 use slotpool_ring::{
     Backing, Command, Event, Heap, HostRegion, Memfd, MonoTime, OutputStatus, PushError,
     RecordError, ShortStr, SlotLayout, WaitOutcome, WorkerRegion, WorkerState,
 };
 
+// The allocation guard: assert_no_alloc's default `disable_release` feature makes it a
+// no-op in release builds, so it is installed in debug builds only.
 #[cfg(debug_assertions)]
 #[global_allocator]
 static ALLOC: AllocDisabler = AllocDisabler;
@@ -304,6 +308,33 @@ fn wait_output_discards_stale_blocks_and_respects_deadline<F: Fixture>() {
     });
 }
 
+fn done_spam_cannot_hold_wait_output_past_its_deadline<F: Fixture>() {
+    let _wd = Watchdog::arm("done_spam", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let mut h = host.host_end().unwrap();
+    let we = w.worker_end().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A worker that signals `done` as fast as it can but never delivers a block.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                we.bell.signal_done();
+            }
+        });
+        let mut out = vec![0.0f32; 16];
+        for cycle in 0..20 {
+            let deadline = MonoTime::now() + Duration::from_millis(5);
+            assert_eq!(
+                h.wait_output(cycle, &mut out, deadline),
+                Ok(OutputStatus::Late)
+            );
+            assert!(MonoTime::now() >= deadline);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 fn reset_lets_a_fresh_worker_continue<F: Fixture>() {
     let host = F::create("p:0", mono16(4));
     let mut h = host.host_end().unwrap();
@@ -325,7 +356,7 @@ fn reset_lets_a_fresh_worker_continue<F: Fixture>() {
         we.audio_out.push(1, &block).unwrap();
         we.events.push(Event::Ack { seq: 1 }).unwrap();
     }
-    h.reset();
+    assert_no_alloc(|| h.reset());
     let mon = host.monitor();
     assert_eq!(mon.worker_state(), WorkerState::Empty);
     assert_eq!(mon.worker_pid(), 0);
@@ -447,6 +478,10 @@ macro_rules! conformance {
             #[test]
             fn wait_output_discards_stale_blocks_and_respects_deadline() {
                 super::wait_output_discards_stale_blocks_and_respects_deadline::<$fx>();
+            }
+            #[test]
+            fn done_spam_cannot_hold_wait_output_past_its_deadline() {
+                super::done_spam_cannot_hold_wait_output_past_its_deadline::<$fx>();
             }
             #[test]
             fn reset_lets_a_fresh_worker_continue() {

@@ -364,6 +364,7 @@ impl<'a> Rig<'a> {
 }
 
 fn run_ops_heap(ops: &[Op]) {
+    let _wd = Watchdog::arm("run_ops_heap", Duration::from_secs(120));
     let region = HostRegion::create_heap("hostile:0", LAYOUT).unwrap();
     let reopen = || region.open_worker().expect("open after create/reset");
     let mut rig = Rig::new(region.host_end().unwrap(), &reopen, region.peer_access());
@@ -386,6 +387,7 @@ fn run_ops_heap(ops: &[Op]) {
 }
 
 fn run_ops_memfd(ops: &[Op]) {
+    let _wd = Watchdog::arm("run_ops_memfd", Duration::from_secs(120));
     let region = HostRegion::create("hostile:0", LAYOUT).unwrap();
     let reopen = || {
         let fd = region.fd().try_clone_to_owned().unwrap();
@@ -415,7 +417,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// Arbitrary words and byte runs interleaved with honest operation (heap region).
     #[test]
@@ -425,7 +427,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// The same over a real memfd with two mappings (host's and the worker's).
     #[test]
@@ -438,6 +440,7 @@ proptest! {
     /// error, and a reset makes the region usable again.
     #[test]
     fn whole_region_of_noise(seed in any::<u64>(), ops in prop::collection::vec(op(LAYOUT.region_len()), 0..30)) {
+        let _wd = Watchdog::arm("whole_region_of_noise", Duration::from_secs(120));
         let region = HostRegion::create("noise:0", LAYOUT).unwrap();
         let peer = region.peer_access();
         let mut h = region.host_end().unwrap();
@@ -539,4 +542,26 @@ fn concurrent_word_scribbler_cannot_hang_or_crash_either_end() {
         worker.join().unwrap();
         assert!(faults > 0, "wild counters went unnoticed");
     });
+}
+
+/// A worker taking its end from a region whose counters the host (or a previous
+/// worker) left inconsistent starts with those rings faulted instead of trusting them.
+#[test]
+fn worker_end_from_inconsistent_counters_starts_faulted() {
+    let region = HostRegion::create_heap("p:0", LAYOUT).unwrap();
+    let peer = region.peer_access();
+    let tail = peer
+        .words()
+        .into_iter()
+        .find(|w| w.name == "audio_out.tail")
+        .unwrap();
+    peer.write_word(tail, 1 << 40); // consumer "ahead" of the worker's head (0)
+    let mut we = region.open_worker().unwrap().worker_end().unwrap();
+    let block = vec![0.0f32; LAYOUT.output_samples()];
+    assert!(matches!(
+        we.audio_out.push(0, &block),
+        Err(PushError::Fault(RingFault::CounterAhead { .. }))
+    ));
+    // The other rings are unaffected.
+    assert_eq!(we.events.push(Event::Ack { seq: 1 }), Ok(1));
 }
