@@ -494,18 +494,28 @@ fn criterion_group(c: &mut Criterion, frames: u32, rigs: &mut Rigs) {
     group.finish();
 }
 
-/// Blocks per second of each variant, per round, measured interleaved.
-fn interleaved(rigs: &mut Rigs, mode: RunMode) -> Vec<Vec<f64>> {
-    // Every variant moves the same number of blocks per run: ~2 ms on the cross-process ring.
-    let n = if mode.is_quick() {
-        64
-    } else {
-        common::calibrate(Duration::from_millis(2), |n| rigs.run(0, n))
-    };
-    let rounds = mode.pick(1, ROUNDS);
-    common::interleave(rounds, VARIANTS.len(), |v| {
-        n as f64 / rigs.run(v, n).as_secs_f64()
-    })
+/// Blocks per second of every (block size, variant), per round. All sizes and variants
+/// are interleaved in every round, so the ratios between variants and between
+/// neighbouring block sizes are both taken from runs made close together in time.
+fn interleaved(all: &mut [(u32, Rigs)], mode: RunMode) -> Vec<Vec<Vec<f64>>> {
+    // Every variant of a size moves the same number of blocks per run: ~2 ms on the
+    // cross-process ring.
+    let n: Vec<u64> = all
+        .iter_mut()
+        .map(|(_, rigs)| {
+            if mode.is_quick() {
+                64
+            } else {
+                common::calibrate(Duration::from_millis(2), |n| rigs.run(0, n))
+            }
+        })
+        .collect();
+    let per_size = VARIANTS.len();
+    let flat = common::interleave(mode.pick(1, ROUNDS), all.len() * per_size, |k| {
+        let (size, variant) = (k / per_size, k % per_size);
+        n[size] as f64 / all[size].1.run(variant, n[size]).as_secs_f64()
+    });
+    flat.chunks(per_size).map(|c| c.to_vec()).collect()
 }
 
 fn main() {
@@ -526,7 +536,7 @@ fn main() {
     common::pin(Side::Bench);
     let verify = mode.pick(64, 20_000);
     let mut c = common::criterion();
-    let mut results = Vec::new();
+    let mut all = Vec::new();
     for frames in FRAMES {
         let mut rigs = Rigs::start(frames, verify);
         if mode != RunMode::List {
@@ -537,14 +547,15 @@ fn main() {
         if common::with_criterion() {
             criterion_group(&mut c, frames, &mut rigs);
         }
-        if mode != RunMode::List {
-            results.push((frames, interleaved(&mut rigs, mode)));
-        }
+        all.push((frames, rigs));
     }
     c.final_summary();
     if mode == RunMode::List {
         return;
     }
+    let rates = interleaved(&mut all, mode);
+    drop(all);
+    let results: Vec<(u32, Vec<Vec<f64>>)> = FRAMES.into_iter().zip(rates).collect();
     report(&results);
 }
 
@@ -580,18 +591,22 @@ fn report(results: &[(u32, Vec<Vec<f64>>)]) {
     );
 
     let mut rows = Vec::new();
-    let xproc_gbs: Vec<f64> = results
+    // GB/s of the cross-process ring per round, per size.
+    let xproc_gbs: Vec<Vec<f64>> = results
         .iter()
-        .map(|(f, v)| median(&v[0]) * block_bytes(*f) as f64 / 1e9)
+        .map(|(f, v)| {
+            v[0].iter()
+                .map(|r| r * block_bytes(*f) as f64 / 1e9)
+                .collect()
+        })
         .collect();
     for (i, (frames, v)) in results.iter().enumerate() {
-        let neighbours: Vec<f64> = [i.checked_sub(1), Some(i + 1)]
+        let worst_neighbour = [i.checked_sub(1), Some(i + 1)]
             .into_iter()
             .flatten()
             .filter_map(|j| xproc_gbs.get(j))
-            .map(|n| xproc_gbs[i] / n)
-            .collect();
-        let worst_neighbour = neighbours.iter().copied().fold(f64::INFINITY, f64::min);
+            .map(|n| paired_ratio(&xproc_gbs[i], n))
+            .fold(f64::INFINITY, f64::min);
         rows.push(vec![
             format!("{frames}"),
             format!("{:.2}", paired_ratio(&v[0], &v[2])),
