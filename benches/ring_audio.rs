@@ -160,6 +160,18 @@ fn run_peer_process() -> ! {
 
 // ---------------------------------------------------------------- variants
 
+/// Moves blocks untimed for `WARM_UP` before a timed run. The peer slept until the run
+/// started; on this VM a core that comes out of idle runs the first few hundred
+/// microseconds measurably slower, and a 2 ms run would carry that into its rate.
+fn warm_up(mut transfer: impl FnMut() -> Duration) {
+    let mut spent = Duration::ZERO;
+    while spent < WARM_UP {
+        spent += transfer();
+    }
+}
+
+const WARM_UP: Duration = Duration::from_micros(500);
+
 enum Peer {
     Process(Child),
     Thread(JoinHandle<Result<(), String>>),
@@ -253,9 +265,8 @@ impl RingRig {
         self.next_cycle = n;
     }
 
-    /// Pushes `n` blocks and waits until the peer has consumed them all.
-    fn run(&mut self, n: u64) -> Duration {
-        handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
+    /// Pushes `n` blocks and waits until the peer has consumed them all: the timed part.
+    fn transfer(&mut self, n: u64) -> Duration {
         let t0 = Instant::now();
         for _ in 0..n {
             let cycle = self.next_cycle;
@@ -274,7 +285,14 @@ impl RingRig {
                 .unwrap_or_else(|e| panic!("{what}: {e}"))
                 == CAPACITY
         });
-        let elapsed = t0.elapsed();
+        t0.elapsed()
+    }
+
+    /// Wakes the peer, warms up, times `n` blocks, lets the peer sleep again.
+    fn run(&mut self, n: u64) -> Duration {
+        handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
+        warm_up(|| self.transfer(CAPACITY as u64));
+        let elapsed = self.transfer(n);
         handshake(&mut self.host, &self.monitor, control::STOP, &self.what);
         elapsed
     }
@@ -360,12 +378,7 @@ impl RtrbRig {
         }
     }
 
-    fn run(&mut self, n: u64) -> Duration {
-        self.shared.running.store(true, Ordering::Release);
-        if let Some(h) = &self.consumer {
-            h.thread().unpark();
-        }
-        spin_until("rtrb start", || self.shared.active.load(Ordering::Acquire));
+    fn transfer(&mut self, n: u64) -> Duration {
         let t0 = Instant::now();
         for _ in 0..n {
             let (producer, block) = (&mut self.producer, &self.block);
@@ -373,7 +386,18 @@ impl RtrbRig {
         }
         let capacity = self.producer.buffer().capacity();
         spin_until("rtrb drain", || self.producer.slots() == capacity);
-        let elapsed = t0.elapsed();
+        t0.elapsed()
+    }
+
+    /// Wakes the consumer, warms up, times `n` blocks, lets the consumer park again.
+    fn run(&mut self, n: u64) -> Duration {
+        self.shared.running.store(true, Ordering::Release);
+        if let Some(h) = &self.consumer {
+            h.thread().unpark();
+        }
+        spin_until("rtrb start", || self.shared.active.load(Ordering::Acquire));
+        warm_up(|| self.transfer(CAPACITY as u64));
+        let elapsed = self.transfer(n);
         self.shared.running.store(false, Ordering::Release);
         spin_until("rtrb stop", || !self.shared.active.load(Ordering::Acquire));
         elapsed
@@ -431,19 +455,24 @@ impl MemcpyRig {
             block,
             dst: vec![vec![0.0; samples]; CAPACITY as usize],
         };
-        rig.run(CAPACITY as u64);
+        rig.transfer(CAPACITY as u64);
         for d in &rig.dst {
             check_pattern(d, 7).unwrap_or_else(|e| panic!("memcpy: {e}"));
         }
         rig
     }
 
-    fn run(&mut self, n: u64) -> Duration {
+    fn transfer(&mut self, n: u64) -> Duration {
         let t0 = Instant::now();
         for i in 0..n as usize {
             black_box(&mut self.dst[i % CAPACITY as usize]).copy_from_slice(black_box(&self.block));
         }
         t0.elapsed()
+    }
+
+    fn run(&mut self, n: u64) -> Duration {
+        warm_up(|| self.transfer(CAPACITY as u64));
+        self.transfer(n)
     }
 }
 
