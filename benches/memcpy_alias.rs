@@ -17,15 +17,22 @@
 //! 3. the real AudioRing, push then pop on one thread, with the caller's buffers at every
 //!    64-byte page offset (so every slot meets every caller offset).
 //!
+//! 4. blocks handed from one core to another through ring-like slots, with the samples
+//!    16 bytes into the slot (the ring's layout) or 64 bytes in (on their own cache
+//!    lines): what the 16-byte tag in front of the samples costs.
+//!
 //! Each configuration's copies are checked byte for byte before they are timed.
 
 #[allow(dead_code)] // shared by all bench binaries; each uses a subset
 mod common;
 
+use std::cell::UnsafeCell;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RunMode, median, print_machine, print_table};
+use common::{RunMode, Side, median, print_machine, print_table};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use slotpool_ring::{HostRegion, SlotLayout, WorkerRegion};
 
@@ -433,6 +440,191 @@ fn part3(mode: RunMode) {
     );
 }
 
+/// Part 4: blocks handed from one core to another through `SLOTS` slots laid out like
+/// the ring's (128-aligned control, stride `round_up(header + bytes, 128) + 64`), with
+/// the samples 16 bytes into the slot (the ring's 16-byte tag, so every block starts
+/// 16 bytes into a cache line) or 64 bytes in (the tag alone on the first line, the
+/// samples on their own lines). One copy in on this core, one copy out on the other,
+/// like the ring; caller buffers page-aligned. This is a model of the ring, not the
+/// ring: it isolates the one layout choice it varies.
+struct HandOff {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    bytes: Box<[UnsafeCell<u8>]>,
+    /// Offset of the first 128-aligned byte of `bytes`.
+    base: usize,
+    stride: usize,
+    data_offset: usize,
+    len: usize,
+}
+
+// SAFETY: the slot bytes are shared only through the SPSC protocol: the producer writes
+// slot `h` only while `h - tail < SLOTS` (its Acquire load of `tail` pairs with the
+// consumer's Release store after reading that slot), the consumer reads slot `t` only
+// while `t < head` (its Acquire load of `head` pairs with the producer's Release store
+// after writing it). A slot's bytes are never accessed by both threads at once.
+unsafe impl Sync for HandOff {}
+
+impl HandOff {
+    fn new(len: usize, data_offset: usize) -> HandOff {
+        let stride = (data_offset + len).div_ceil(128) * 128 + 64;
+        let bytes: Box<[UnsafeCell<u8>]> = (0..SLOTS * stride + 128)
+            .map(|_| UnsafeCell::new(0))
+            .collect();
+        let base = (128 - bytes.as_ptr() as usize % 128) % 128;
+        HandOff {
+            head: CachePadded(AtomicU64::new(0)),
+            tail: CachePadded(AtomicU64::new(0)),
+            bytes,
+            base,
+            stride,
+            data_offset,
+            len,
+        }
+    }
+
+    /// The samples of the slot for counter value `pos`.
+    fn slot(&self, pos: u64) -> *mut u8 {
+        let off = self.base + (pos as usize % SLOTS) * self.stride + self.data_offset;
+        debug_assert!(off + self.len <= self.bytes.len());
+        UnsafeCell::raw_get(self.bytes[off..].as_ptr())
+    }
+
+    fn push(&self, head: u64, block: &[u8]) {
+        common::spin_until("hand-off push", || {
+            head - self.tail.0.load(Ordering::Acquire) < SLOTS as u64
+        });
+        assert_eq!(block.len(), self.len);
+        // SAFETY: the slot is ours (checked above: the consumer released it) and lies in
+        // `bytes` (debug-checked in `slot`); `block` is our own memory of `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), self.slot(head), self.len) };
+        // Release pairs with the consumer's Acquire load of `head`: publishes the slot.
+        self.head.0.store(head + 1, Ordering::Release);
+    }
+
+    /// Copies every published block out into `out`; returns the new tail.
+    fn drain(&self, mut tail: u64, out: &mut [u8]) -> u64 {
+        // Acquire pairs with the producer's Release store of `head`.
+        let head = self.head.0.load(Ordering::Acquire);
+        while tail < head {
+            // SAFETY: slot `tail` is published (tail < head) and not yet released, so the
+            // producer does not touch it; `out` is our own memory of `len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(self.slot(tail), out.as_mut_ptr(), self.len) };
+            tail += 1;
+            // Release pairs with the producer's Acquire load of `tail`: our read is done.
+            self.tail.0.store(tail, Ordering::Release);
+        }
+        tail
+    }
+}
+
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+fn part4(mode: RunMode) {
+    let lens = [512usize, 1024, 2048, 4096, 8192];
+    let offsets = [SLOT_HEADER, 64];
+    let rings: Arc<Vec<HandOff>> = Arc::new(
+        lens.iter()
+            .flat_map(|&len| offsets.map(|off| HandOff::new(len, off)))
+            .collect(),
+    );
+    let current = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (rings, current, stop) = (Arc::clone(&rings), Arc::clone(&current), Arc::clone(&stop));
+        common::spawn_pinned(Side::Peer, move || {
+            let mut out = PageBuf::new(8192);
+            let mut tails = vec![0u64; rings.len()];
+            let mut checked = vec![false; rings.len()];
+            while !stop.load(Ordering::Acquire) {
+                let i = current.load(Ordering::Acquire);
+                let ring = &rings[i];
+                let len = ring.len;
+                let before = tails[i];
+                tails[i] = ring.drain(tails[i], out.at(0, len));
+                if !checked[i] && tails[i] > before {
+                    // Correctness first: the first block through each layout arrives intact.
+                    let mut expected = vec![0u8; len];
+                    fill_pattern(&mut expected, 9);
+                    assert_eq!(out.at(0, len), &expected[..], "hand-off corrupted a block");
+                    checked[i] = true;
+                }
+                black_box(out.at(0, len));
+            }
+        })
+    };
+    let mut src = PageBuf::new(8192);
+    fill_pattern(src.at(0, 8192), 9);
+    let mut heads = vec![0u64; rings.len()];
+    let mut run = |i: usize, n: u64| -> Duration {
+        current.store(i, Ordering::Release);
+        let ring = &rings[i];
+        let block = &src.bytes[src.start..src.start + ring.len];
+        let mut transfer = |n: u64| {
+            let t0 = Instant::now();
+            for _ in 0..n {
+                ring.push(heads[i], block);
+                heads[i] += 1;
+            }
+            common::spin_until("hand-off drain", || {
+                ring.tail.0.load(Ordering::Acquire) == heads[i]
+            });
+            t0.elapsed()
+        };
+        // Untimed warm-up, as in ring_audio: the consumer core may come out of idle.
+        let mut spent = Duration::ZERO;
+        while spent < Duration::from_micros(500) {
+            spent += transfer(SLOTS as u64);
+        }
+        transfer(n)
+    };
+    // Short runs, many rounds, judged by the per-round ratio (see common::calibrate for why).
+    let n = mode.pick(16, 2000);
+    let rates = common::interleave(mode.pick(1, 101), rings.len(), |i| {
+        n as f64 / run(i, n).as_secs_f64()
+    });
+    stop.store(true, Ordering::Release);
+    consumer.join().expect("hand-off consumer");
+
+    let rows: Vec<Vec<String>> = lens
+        .iter()
+        .enumerate()
+        .map(|(l, &len)| {
+            let gbs = |r: &[f64]| format!("{:.1}", median(r) * len as f64 / 1e9);
+            let best = |r: &[f64]| {
+                format!(
+                    "{:.1}",
+                    r.iter().copied().fold(0.0, f64::max) * len as f64 / 1e9
+                )
+            };
+            vec![
+                format!("{} ({len} B)", len / (CHANNELS * 4)),
+                gbs(&rates[2 * l]),
+                gbs(&rates[2 * l + 1]),
+                best(&rates[2 * l]),
+                best(&rates[2 * l + 1]),
+                format!(
+                    "{:.2}",
+                    common::paired_ratio(&rates[2 * l + 1], &rates[2 * l])
+                ),
+            ]
+        })
+        .collect();
+    print_table(
+        "cross-core block hand-off through 16 ring-like slots: samples at +16 (the ring today) vs +64 in the slot (GB/s, medians of interleaved rounds)",
+        &[
+            "frames x2 f32",
+            "+16 median",
+            "+64 median",
+            "+16 best",
+            "+64 best",
+            "+64 / +16 (paired)",
+        ],
+        &rows,
+    );
+}
+
 fn criterion_part(c: &mut Criterion) {
     let size = 8192usize;
     let mut src = PageBuf::new(size + PAGE);
@@ -458,6 +650,7 @@ fn main() {
         mode.pick(Duration::from_secs(120), Duration::from_secs(1800)),
         "memcpy_alias",
     );
+    common::pin(Side::Bench);
     let mut c = common::criterion();
     if common::with_criterion() {
         criterion_part(&mut c);
@@ -470,4 +663,5 @@ fn main() {
     part1(mode);
     part2(mode);
     part3(mode);
+    part4(mode);
 }

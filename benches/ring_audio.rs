@@ -88,13 +88,44 @@ fn check_pattern(block: &[f32], cycle: u64) -> Result<(), String> {
     }
 }
 
+/// A block of f32 samples that starts on a page boundary. Every variant copies from and
+/// into buffers at the same page offset, so none of them wins or loses by where the
+/// allocator happened to put its buffers (copy speed depends on the source and
+/// destination offsets, see `memcpy_alias`).
+struct PageBlock {
+    store: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl PageBlock {
+    fn new(len: usize, value: f32) -> PageBlock {
+        let store = vec![value; len + 1024];
+        let start = (4096 - store.as_ptr() as usize % 4096) % 4096 / 4;
+        PageBlock { store, start, len }
+    }
+}
+
+impl std::ops::Deref for PageBlock {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.store[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PageBlock {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.store[self.start..self.start + self.len]
+    }
+}
+
 // ---------------------------------------------------------------- the ring's peer
 
 /// The consumer of the ring variants, in a thread or in a child process: first echoes
 /// `verify` blocks back through audio-out unchanged, then serves timed runs, popping
 /// every block into its own buffer and checking that cycle tags arrive in order.
 fn ring_peer(mut end: WorkerEnd, verify: u64) -> Result<(), String> {
-    let mut buf = vec![0.0f32; end.audio_in.block_samples()];
+    let mut buf = PageBlock::new(end.audio_in.block_samples(), 0.0);
     let mut backoff = Backoff::default();
     let mut echoed = 0;
     let started = Instant::now();
@@ -183,7 +214,7 @@ struct RingRig {
     host: HostEnd,
     monitor: Monitor,
     peer: Option<Peer>,
-    block: Vec<f32>,
+    block: PageBlock,
     next_cycle: u64,
     // Declared last: dropped after the ends that map it.
     _region: HostRegion,
@@ -226,7 +257,7 @@ impl RingRig {
             host,
             monitor,
             peer: Some(peer),
-            block: vec![0.25; samples],
+            block: PageBlock::new(samples, 0.25),
             next_cycle: 0,
             _region: region,
         };
@@ -323,7 +354,7 @@ struct RtrbRig {
     producer: rtrb::Producer<f32>,
     shared: Arc<RtrbShared>,
     consumer: Option<JoinHandle<()>>,
-    block: Vec<f32>,
+    block: PageBlock,
 }
 
 #[derive(Default)]
@@ -344,7 +375,7 @@ impl RtrbRig {
         let shared = Arc::new(RtrbShared::default());
         let s = Arc::clone(&shared);
         let handle = common::spawn_pinned(Side::Peer, move || {
-            let mut buf = vec![0.0f32; samples];
+            let mut buf = PageBlock::new(samples, 0.0);
             let mut backoff = Backoff::default();
             loop {
                 // Idle: park (unpark or a timeout) until a run starts.
@@ -374,7 +405,7 @@ impl RtrbRig {
             producer,
             shared,
             consumer: Some(handle),
-            block: vec![0.25; samples],
+            block: PageBlock::new(samples, 0.25),
         }
     }
 
@@ -442,18 +473,20 @@ fn rtrb_verify(samples: usize, n: u64) {
 
 /// The same bytes copied by one thread into a rotation of `CAPACITY` buffers.
 struct MemcpyRig {
-    block: Vec<f32>,
-    dst: Vec<Vec<f32>>,
+    block: PageBlock,
+    dst: Vec<PageBlock>,
 }
 
 impl MemcpyRig {
     fn start(frames: u32) -> MemcpyRig {
         let samples = layout(frames).input_samples();
-        let mut block = vec![0.0f32; samples];
+        let mut block = PageBlock::new(samples, 0.0);
         fill_pattern(&mut block, 7);
         let mut rig = MemcpyRig {
             block,
-            dst: vec![vec![0.0; samples]; CAPACITY as usize],
+            dst: (0..CAPACITY)
+                .map(|_| PageBlock::new(samples, 0.0))
+                .collect(),
         };
         rig.transfer(CAPACITY as u64);
         for d in &rig.dst {
