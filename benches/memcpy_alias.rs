@@ -572,11 +572,8 @@ fn part4(mode: RunMode) {
             });
             t0.elapsed()
         };
-        // Untimed warm-up, as in ring_audio: the consumer core may come out of idle.
-        let mut spent = Duration::ZERO;
-        while spent < Duration::from_micros(500) {
-            spent += transfer(SLOTS as u64);
-        }
+        // Untimed warm-up, as in ring_audio.
+        common::warm_up(|| transfer(SLOTS as u64));
         transfer(n)
     };
     // Short runs, many rounds, judged by the per-round ratio (see common::calibrate for why).

@@ -191,18 +191,6 @@ fn run_peer_process() -> ! {
 
 // ---------------------------------------------------------------- variants
 
-/// Moves blocks untimed for `WARM_UP` before a timed run. The peer slept until the run
-/// started; on this VM a core that comes out of idle runs the first few hundred
-/// microseconds measurably slower, and a 2 ms run would carry that into its rate.
-fn warm_up(mut transfer: impl FnMut() -> Duration) {
-    let mut spent = Duration::ZERO;
-    while spent < WARM_UP {
-        spent += transfer();
-    }
-}
-
-const WARM_UP: Duration = Duration::from_micros(500);
-
 enum Peer {
     Process(Child),
     Thread(JoinHandle<Result<(), String>>),
@@ -322,7 +310,7 @@ impl RingRig {
     /// Wakes the peer, warms up, times `n` blocks, lets the peer sleep again.
     fn run(&mut self, n: u64) -> Duration {
         handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
-        warm_up(|| self.transfer(CAPACITY as u64));
+        common::warm_up(|| self.transfer(CAPACITY as u64));
         let elapsed = self.transfer(n);
         handshake(&mut self.host, &self.monitor, control::STOP, &self.what);
         elapsed
@@ -427,7 +415,7 @@ impl RtrbRig {
             h.thread().unpark();
         }
         spin_until("rtrb start", || self.shared.active.load(Ordering::Acquire));
-        warm_up(|| self.transfer(CAPACITY as u64));
+        common::warm_up(|| self.transfer(CAPACITY as u64));
         let elapsed = self.transfer(n);
         self.shared.running.store(false, Ordering::Release);
         spin_until("rtrb stop", || !self.shared.active.load(Ordering::Acquire));
@@ -504,7 +492,7 @@ impl MemcpyRig {
     }
 
     fn run(&mut self, n: u64) -> Duration {
-        warm_up(|| self.transfer(CAPACITY as u64));
+        common::warm_up(|| self.transfer(CAPACITY as u64));
         self.transfer(n)
     }
 }

@@ -256,10 +256,11 @@ impl RingRig {
         }
     }
 
-    fn run(&mut self, n: u64) -> Duration {
-        handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
+    /// Pushes records `first..first + n` of the run and waits until the peer has
+    /// consumed them all: the timed part.
+    fn transfer(&mut self, first: u64, n: u64) -> Duration {
         let t0 = Instant::now();
-        for i in 0..n {
+        for i in first..first + n {
             let (producer, what) = (&mut self.host.commands, &self.what);
             spin_until(what, || match producer.push(run_command(i)) {
                 Ok(_) => true,
@@ -274,7 +275,18 @@ impl RingRig {
                 .unwrap_or_else(|e| panic!("{what}: {e}"))
                 == CAPACITY
         });
-        let elapsed = t0.elapsed();
+        t0.elapsed()
+    }
+
+    /// Wakes the peer, warms up, times `n` records, lets the peer sleep again.
+    fn run(&mut self, n: u64) -> Duration {
+        handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
+        let mut sent = 0;
+        common::warm_up(|| {
+            sent += CAPACITY as u64;
+            self.transfer(sent - CAPACITY as u64, CAPACITY as u64)
+        });
+        let elapsed = self.transfer(sent, n);
         handshake(&mut self.host, &self.monitor, control::STOP, &self.what);
         elapsed
     }
@@ -411,21 +423,33 @@ impl<R: Record> RtrbRig<R> {
         }
     }
 
-    fn run(&mut self, n: u64) -> Duration {
-        self.shared.running.store(true, Ordering::Release);
-        if let Some(h) = &self.consumer {
-            h.thread().unpark();
-        }
-        spin_until("rtrb start", || self.shared.active.load(Ordering::Acquire));
+    /// Pushes records `first..first + n` of the run and waits until the consumer has
+    /// consumed them all: the timed part.
+    fn transfer(&mut self, first: u64, n: u64) -> Duration {
         let t0 = Instant::now();
-        for i in 0..n {
+        for i in first..first + n {
             let seq = self.pushed + 1;
             let (producer, record) = (&mut self.producer, R::wrap(run_command(i).encode(seq)));
             spin_until("rtrb push", || producer.push(record).is_ok());
             self.pushed += 1;
         }
         spin_until("rtrb drain", || self.producer.slots() == CAPACITY as usize);
-        let elapsed = t0.elapsed();
+        t0.elapsed()
+    }
+
+    /// Wakes the consumer, warms up, times `n` records, lets the consumer park again.
+    fn run(&mut self, n: u64) -> Duration {
+        self.shared.running.store(true, Ordering::Release);
+        if let Some(h) = &self.consumer {
+            h.thread().unpark();
+        }
+        spin_until("rtrb start", || self.shared.active.load(Ordering::Acquire));
+        let mut sent = 0;
+        common::warm_up(|| {
+            sent += CAPACITY as u64;
+            self.transfer(sent - CAPACITY as u64, CAPACITY as u64)
+        });
+        let elapsed = self.transfer(sent, n);
         self.shared.running.store(false, Ordering::Release);
         spin_until("rtrb stop", || !self.shared.active.load(Ordering::Acquire));
         assert!(

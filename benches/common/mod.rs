@@ -249,6 +249,20 @@ pub fn calibrate(target: Duration, mut run: impl FnMut(u64) -> Duration) -> u64 
     (n as u64).clamp(probe, 10_000_000)
 }
 
+/// Calls `transfer` (untimed) until it has moved data for `WARM_UP`, before a timed
+/// run. The peer slept until the run started; on this VM a core that comes out of idle
+/// runs the first few hundred microseconds measurably slower (measured: without this,
+/// the medians of 2 ms runs sat near a slow mode, with it near the best runs), and a
+/// short run would carry that into its rate.
+pub fn warm_up(mut transfer: impl FnMut() -> Duration) {
+    let mut spent = Duration::ZERO;
+    while spent < WARM_UP {
+        spent += transfer();
+    }
+}
+
+pub const WARM_UP: Duration = Duration::from_micros(500);
+
 /// Median of a non-empty sample.
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
