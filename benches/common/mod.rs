@@ -122,7 +122,13 @@ pub fn pin(side: Side) -> Option<usize> {
     let mut set = CpuSet::new();
     set.set(cpu).ok()?;
     sched_setaffinity(Pid::from_raw(0), &set).ok()?;
+    PINNED.set(true);
     Some(cpu)
+}
+
+thread_local! {
+    /// Whether [`pin`] pinned the calling thread.
+    static PINNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Hands the pinning plan to a peer process (which inherits the bench thread's mask).
@@ -176,7 +182,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             spins: 0,
-            may_yield: pin_plan().is_none(),
+            may_yield: !PINNED.get(),
         }
     }
 }
