@@ -193,10 +193,10 @@ impl Backoff {
         if self.may_yield && self.spins.is_multiple_of(1024) {
             thread::yield_now();
         } else {
-            // Deliberately no `spin_loop()` (PAUSE): in a KVM guest a vCPU that executes
-            // PAUSE in a tight loop trips pause-loop exiting and the host deschedules it
-            // as if it spun on a lock; measured here, that made the medians of every
-            // variant swing by 5x. The fence only keeps the compiler from merging polls.
+            // Deliberately no `spin_loop()` (PAUSE): with it, the medians of every variant
+            // sat far below their best runs in this KVM guest (likely pause-loop exiting:
+            // the host deschedules a vCPU spinning on PAUSE). The fence only keeps the
+            // compiler from merging polls.
             compiler_fence(AtomicOrdering::SeqCst);
         }
     }
@@ -256,10 +256,9 @@ pub fn calibrate(target: Duration, mut run: impl FnMut(u64) -> Duration) -> u64 
 }
 
 /// Calls `transfer` (untimed) until it has moved data for `WARM_UP`, before a timed
-/// run. The peer slept until the run started; on this VM a core that comes out of idle
-/// runs the first few hundred microseconds measurably slower (measured: without this,
-/// the medians of 2 ms runs sat near a slow mode, with it near the best runs), and a
-/// short run would carry that into its rate.
+/// run. The peer slept until the run started; on this VM adding the warm-up moved the
+/// medians of 2 ms runs close to the best runs (not in every run: the machine has slow
+/// phases it does not remove).
 pub fn warm_up(mut transfer: impl FnMut() -> Duration) {
     let mut spent = Duration::ZERO;
     while spent < WARM_UP {
