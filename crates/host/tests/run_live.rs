@@ -441,6 +441,9 @@ fn a_scribbling_worker_is_quarantined_and_restarted_while_the_host_plays_on() {
     assert_eq!(a["state"], "RUNNING");
     let (rec, log) = host.finish();
     assert!(log.contains("broke its ring"), "{log}");
+    for line in log.lines().filter(|l| l.contains("bad:0")) {
+        println!("host: {line}");
+    }
     let rms: Vec<Vec<f64>> = (0..2).map(|c| block_rms(&rec, c)).collect();
     let steady = steady_from(&rms);
     // It scribbles after 375 blocks of its own: look there (a restart within two
