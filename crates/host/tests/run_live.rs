@@ -435,12 +435,24 @@ fn a_scribbling_worker_is_quarantined_and_restarted_while_the_host_plays_on() {
             && p["link"] == "up"
     });
     println!("scribbler: {p}");
+    // Every restart so far followed a ring break (or, on a loaded box, a hang kill):
+    // the quarantine counts also when the worker died of its own garbage before the
+    // host read the engine's report.
+    let count = |k: &str| p[k].as_u64().unwrap();
+    assert_eq!(
+        count("quarantines") + count("hangs"),
+        count("restarts"),
+        "quarantines + hangs vs restarts: {p}"
+    );
     // The host still answers and plays.
     std::thread::sleep(Duration::from_millis(300));
     let a = host.program("a:0").unwrap();
     assert_eq!(a["state"], "RUNNING");
     let (rec, log) = host.finish();
     assert!(log.contains("broke its ring"), "{log}");
+    for line in log.lines().filter(|l| l.contains("bad:0")) {
+        println!("host: {line}");
+    }
     let rms: Vec<Vec<f64>> = (0..2).map(|c| block_rms(&rec, c)).collect();
     let steady = steady_from(&rms);
     // It scribbles after 375 blocks of its own: look there (a restart within two

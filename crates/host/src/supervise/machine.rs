@@ -575,10 +575,12 @@ impl Machine {
                 Exit::Code(code) => Cause::UnexpectedExit { code },
             }
         };
-        match cause {
-            Cause::Crash { .. } => self.counters.crashes += 1,
-            Cause::Hang => self.counters.hangs += 1,
-            _ => {}
+        // A hang kill counts as a hang even when a stop came between the kill and the
+        // exit (the cause then says "stopped": that is what the operator asked for).
+        if hang {
+            self.counters.hangs += 1;
+        } else if let Cause::Crash { .. } = cause {
+            self.counters.crashes += 1;
         }
         self.last_cause = Some(cause);
         match self.state {

@@ -742,12 +742,16 @@ impl Supervisor {
                     };
                     let inst = &mut self.instances[i];
                     let Some(s) = &mut inst.slot else { continue };
-                    if !matches!(s.phase, Phase::Starting | Phase::Up) {
-                        continue; // its worker is already gone; the reset clears the fault
-                    }
+                    // Every quarantine counts, also when the worker that broke its ring
+                    // exited on its own before this reply was read (it usually does: it
+                    // trips over its own garbage at once). The engine reports each one
+                    // once: the link stays Quarantined until the SlotDown reset.
                     s.quarantines += 1;
+                    // Replies come in order, so one read before our SlotReset belongs to
+                    // a reaped worker (DownPending/Resetting): never kill the replacement.
+                    let live = matches!(s.phase, Phase::Starting | Phase::Up);
                     match &inst.child {
-                        Some(c) => {
+                        Some(c) if live => {
                             tracing::warn!(
                                 "{}: the worker (pid {}) broke its ring ({fault:?}); the slot is on its fallback, killing the worker",
                                 inst.name,
@@ -755,8 +759,8 @@ impl Supervisor {
                             );
                             self.kill_group(i);
                         }
-                        None => tracing::warn!(
-                            "{}: the worker broke its ring ({fault:?}) and is gone",
+                        _ => tracing::warn!(
+                            "{}: the worker broke its ring ({fault:?}) and is gone; the slot is on its fallback until the next worker runs",
                             inst.name
                         ),
                     }

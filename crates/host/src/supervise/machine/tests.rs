@@ -503,6 +503,19 @@ fn hang_kills_the_group_and_counts_as_a_hang_then_restarts() {
 }
 
 #[test]
+fn a_hang_kill_counts_as_a_hang_even_if_a_stop_comes_before_the_exit() {
+    let c = Clock(Instant::now());
+    let (mut m, t) = machine_in(Start::Running, &c);
+    assert_eq!(m.step(Event::Hung, t).actions, vec![KillGroup]);
+    // The group already got SIGKILL: the stop only waits for the exit.
+    assert!(m.step(Event::Stop, t + ms(1)).actions.is_empty());
+    assert_eq!(m.state(), State::Stopping);
+    m.step(Event::Exited(Exit::Signal(libc::SIGKILL)), t + ms(5));
+    assert_eq!(m.state(), State::Stopped);
+    assert_eq!((m.counters().hangs, m.counters().crashes), (1, 0));
+}
+
+#[test]
 fn fatal_is_reprobed_on_a_doubling_timer_when_configured() {
     let c = Clock(Instant::now());
     let mut p = policy();
