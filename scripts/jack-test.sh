@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 command -v jackd >/dev/null || { echo "jack-test: jackd not found; run scripts/install-deps.sh" >&2; exit 1; }
 
-name="slotpool-ci-$$"
+# A fixed name: JACK2 reclaims a dead server's registry entry only by name, so a run
+# killed before its trap never leaves an entry behind for good.
+name="slotpool-ci"
 jackd -n "$name" -d dummy -r 48000 -p 256 >"${TMPDIR:-/tmp}/$name.log" 2>&1 &
 jack_pid=$!
 # Kill the server however this script ends (the test's own watchdogs bound its runtime).
