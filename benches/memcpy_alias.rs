@@ -3,7 +3,7 @@
 //! glibc's memcpy on AMD Zen has been reported to slow down by up to ~30x for 4-8 KiB
 //! copies when source and destination sit at certain offsets from each other modulo the
 //! 4 KiB page (`(dst - src) mod 4096` small). The audio ring lays its slots out with a
-//! stride of `round_up(16 + block bytes, 128) + 64` so consecutive blocks never sit at the
+//! stride of `round_up(64 + block bytes, 128) + 64` so consecutive blocks never sit at the
 //! same page offset (docs/ABI.md). This bench measures:
 //!
 //! 1. memcpy time for 4-8 KiB copies over every 16-byte step of `(dst - src) mod 4096`,
@@ -18,8 +18,9 @@
 //!    64-byte page offset (so every slot meets every caller offset).
 //!
 //! 4. blocks handed from one core to another through ring-like slots, with the samples
-//!    16 bytes into the slot (the ring's layout) or 64 bytes in (on their own cache
-//!    lines): what the 16-byte tag in front of the samples costs.
+//!    16 bytes into the slot (right after the tag: ABI 1's layout) or 64 bytes in (on
+//!    their own cache lines: the ring's layout since ABI 2): what the tag sharing the
+//!    samples' first line costs.
 //!
 //! Each configuration's copies are checked byte for byte before they are timed.
 
@@ -41,6 +42,8 @@ const PAGE: usize = 4096;
 const SLOTS: usize = 16;
 /// Bytes of the slot header before the samples (cycle u64, frames u32, channels u32).
 const SLOT_HEADER: usize = slotpool_ring::AUDIO_SLOT_HEADER;
+/// Where ABI 1 put the samples: right after the 16-byte tag (part 4's comparison).
+const ABI1_SAMPLES_AT: usize = slotpool_ring::AUDIO_SLOT_TAG;
 const CHANNELS: usize = 2;
 
 /// A zero-filled buffer of `len` usable bytes starting on a page boundary.
@@ -442,9 +445,9 @@ fn part3(mode: RunMode) {
 
 /// Part 4: blocks handed from one core to another through `SLOTS` slots laid out like
 /// the ring's (128-aligned control, stride `round_up(header + bytes, 128) + 64`), with
-/// the samples 16 bytes into the slot (the ring's 16-byte tag, so every block starts
-/// 16 bytes into a cache line) or 64 bytes in (the tag alone on the first line, the
-/// samples on their own lines). One copy in on this core, one copy out on the other,
+/// the samples 16 bytes into the slot (ABI 1: right after the 16-byte tag, so every
+/// block starts 16 bytes into a cache line) or 64 bytes in (the ring since ABI 2: the
+/// tag alone on the first line, the samples on their own lines). One copy in on this core, one copy out on the other,
 /// like the ring; caller buffers page-aligned. This is a model of the ring, not the
 /// ring: it isolates the one layout choice it varies.
 struct HandOff {
@@ -523,7 +526,7 @@ struct CachePadded<T>(T);
 
 fn part4(mode: RunMode) {
     let lens = [512usize, 1024, 2048, 4096, 8192];
-    let offsets = [SLOT_HEADER, 64];
+    let offsets = [ABI1_SAMPLES_AT, SLOT_HEADER];
     let rings: Arc<Vec<HandOff>> = Arc::new(
         lens.iter()
             .flat_map(|&len| offsets.map(|off| HandOff::new(len, off)))
@@ -609,7 +612,7 @@ fn part4(mode: RunMode) {
         })
         .collect();
     print_table(
-        "cross-core block hand-off through 16 ring-like slots: samples at +16 (the ring today) vs +64 in the slot (GB/s, medians of interleaved rounds)",
+        "cross-core block hand-off through 16 ring-like slots: samples at +16 (ABI 1) vs +64 (the ring since ABI 2) in the slot (GB/s, medians of interleaved rounds)",
         &[
             "frames x2 f32",
             "+16 median",
