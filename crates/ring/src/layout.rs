@@ -39,6 +39,7 @@ pub const AUDIO_SLOT_TAG: usize = 16;
 /// one cache line, so every block's samples start on a 64-byte boundary (ABI 2; ABI 1
 /// had the samples right after the tag, 16 bytes into a line).
 pub const AUDIO_SLOT_HEADER: usize = 64;
+const _: () = assert!(AUDIO_SLOT_TAG <= AUDIO_SLOT_HEADER && AUDIO_SLOT_HEADER.is_multiple_of(64));
 /// The skew added to every audio slot stride (see [`SlotLayout::audio_stride`]).
 pub const AUDIO_STRIDE_SKEW: usize = 64;
 
@@ -361,8 +362,6 @@ mod tests {
 
     #[test]
     fn audio_samples_start_on_a_cache_line() {
-        assert!(AUDIO_SLOT_TAG <= AUDIO_SLOT_HEADER);
-        assert_eq!(AUDIO_SLOT_HEADER % 64, 0);
         let l = stereo();
         let o = l.offsets();
         for (ring, ch) in [(o.audio_in, 2), (o.audio_out, 2)] {
