@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-use crate::layout::AUDIO_SLOT_HEADER;
+use crate::layout::{AUDIO_SLOT_HEADER, AUDIO_SLOT_TAG};
 use crate::ring::{ConsumerCore, ProducerCore, RingFault};
 
 /// Why a push did not happen. `Copy`; the caller still holds the rejected data.
@@ -69,7 +69,7 @@ impl AudioProducer {
             return Err(PushError::Full);
         };
         debug_assert!(off + AUDIO_SLOT_HEADER + self.samples * 4 <= self.core.g.end());
-        let mut tag = [0u8; AUDIO_SLOT_HEADER];
+        let mut tag = [0u8; AUDIO_SLOT_TAG];
         tag[0..8].copy_from_slice(&cycle.to_le_bytes());
         tag[8..12].copy_from_slice(&self.frames.to_le_bytes());
         tag[12..16].copy_from_slice(&self.channels.to_le_bytes());
@@ -77,7 +77,7 @@ impl AudioProducer {
         // SAFETY: `off` is a slot of the private geometry: tag and samples fit in the
         // stride (checked at construction) inside the ring. The slot is ours until
         // `commit`: the consumer's validated tail shows it has finished reading it.
-        unsafe { map.write_bytes(off, tag.as_ptr(), AUDIO_SLOT_HEADER) };
+        unsafe { map.write_bytes(off, tag.as_ptr(), AUDIO_SLOT_TAG) };
         // SAFETY: as above; `planar` is caller memory holding exactly `samples` f32.
         unsafe {
             map.write_bytes(
@@ -142,14 +142,14 @@ impl AudioConsumer {
         let Some(off) = self.core.front()? else {
             return Ok(None);
         };
-        let mut tag = [0u8; AUDIO_SLOT_HEADER];
-        debug_assert!(off + AUDIO_SLOT_HEADER <= self.core.g.end());
+        let mut tag = [0u8; AUDIO_SLOT_TAG];
+        debug_assert!(off + AUDIO_SLOT_TAG <= self.core.g.end());
         // SAFETY: `off` is a published slot of the private geometry; the 16-byte tag lies
         // inside it; `tag` is a local buffer.
         unsafe {
             self.core
                 .map
-                .read_bytes(off, tag.as_mut_ptr(), AUDIO_SLOT_HEADER)
+                .read_bytes(off, tag.as_mut_ptr(), AUDIO_SLOT_TAG)
         };
         let [
             c0,

@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 /// The ABI version written into every region header; a worker refuses any other.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `"SLOTPOOL"` as the little-endian u64 the header's first word holds.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SLOTPOOL");
@@ -33,8 +33,13 @@ pub const MAX_SLOT_NAME: usize = 64;
 
 /// Size of one command or event record.
 pub const RECORD_SIZE: usize = 64;
-/// Bytes in front of the samples of an audio slot: `cycle u64, frames u32, channels u32`.
-pub const AUDIO_SLOT_HEADER: usize = 16;
+/// Bytes of an audio slot's tag: `cycle u64, frames u32, channels u32`.
+pub const AUDIO_SLOT_TAG: usize = 16;
+/// Bytes in front of the samples of an audio slot: the tag, then reserved bytes up to
+/// one cache line, so every block's samples start on a 64-byte boundary (ABI 2; ABI 1
+/// had the samples right after the tag, 16 bytes into a line).
+pub const AUDIO_SLOT_HEADER: usize = 64;
+const _: () = assert!(AUDIO_SLOT_TAG <= AUDIO_SLOT_HEADER && AUDIO_SLOT_HEADER.is_multiple_of(64));
 /// The skew added to every audio slot stride (see [`SlotLayout::audio_stride`]).
 pub const AUDIO_STRIDE_SKEW: usize = 64;
 
@@ -213,7 +218,7 @@ impl SlotLayout {
 
     /// Byte distance between consecutive slots of an audio ring carrying `channels`.
     ///
-    /// The slot (16-byte tag + samples) is rounded up to a multiple of 128 bytes and then
+    /// The slot (64-byte header + samples) is rounded up to a multiple of 128 bytes and then
     /// 64 bytes are added, so consecutive blocks never start at the same 4 KiB page
     /// offset: glibc's memcpy on some CPUs (AMD Zen) slows down by an order of magnitude
     /// when source and destination alias modulo 4 KiB for 4–8 KiB copies.
@@ -356,12 +361,26 @@ mod tests {
     }
 
     #[test]
+    fn audio_samples_start_on_a_cache_line() {
+        let l = stereo();
+        let o = l.offsets();
+        for (ring, ch) in [(o.audio_in, 2), (o.audio_out, 2)] {
+            for k in 0..4 {
+                let samples = ring + RING_SLOTS + k * l.audio_stride(ch) + AUDIO_SLOT_HEADER;
+                assert_eq!(samples % 64, 0, "slot {k}");
+            }
+        }
+    }
+
+    #[test]
     fn audio_stride_keeps_the_4k_skew() {
         let l = stereo();
         for ch in 1..=8 {
             let s = l.audio_stride(ch);
             assert_eq!(s % SECTION_ALIGN, AUDIO_STRIDE_SKEW);
             assert!(s >= AUDIO_SLOT_HEADER + ch as usize * 256 * 4);
+            // every slot, and so every block's samples, starts on a 64-byte boundary
+            assert_eq!(s % 64, 0);
             // consecutive blocks never share a 4 KiB page offset
             assert_ne!(s % 4096, 0);
         }

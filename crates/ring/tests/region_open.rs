@@ -165,9 +165,18 @@ fn corrupt(offset: usize, bytes: &[u8]) -> OpenError {
 
 #[test]
 fn open_refuses_another_abi_version() {
-    let e = corrupt(8, &2u32.to_le_bytes());
-    assert!(matches!(e, OpenError::AbiVersion { found: 2 }), "{e:?}");
-    assert!(e.to_string().contains("rebuild the worker"), "{e}");
+    // the previous version (ABI 1: samples 16 bytes into the audio slot) and a newer one
+    for found in [
+        slotpool_ring::ABI_VERSION - 1,
+        slotpool_ring::ABI_VERSION + 1,
+    ] {
+        let e = corrupt(8, &found.to_le_bytes());
+        assert!(
+            matches!(e, OpenError::AbiVersion { found: f } if f == found),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("rebuild the worker"), "{e}");
+    }
 }
 
 #[test]
