@@ -317,7 +317,7 @@ fn kill_storm_keeps_every_deadline_restarts_fast_and_loses_no_acked_command() {
         tick += 1;
         let next = start + Duration::from_millis(200 * u64::from(tick));
         let _ = host.status_now();
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             let o = host.ctl(&["set", "d:0", "amp", &format!("{amp}")]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
@@ -367,7 +367,7 @@ fn kill_storm_keeps_every_deadline_restarts_fast_and_loses_no_acked_command() {
             signal(pid, Signal::SIGKILL);
             kills[s] += 1;
         }
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             let v = 0.10 + 0.05 * rng.below(8) as f64;
             let o = host.ctl(&["set", "d:0", "amp", &format!("{v}")]);
             assert!(
