@@ -284,7 +284,7 @@ fn block_rms(f: Format, samples: &[f32], ch: usize) -> Vec<f64> {
 }
 
 #[test]
-fn kill_storm_keeps_every_deadline_restarts_fast_and_loses_no_acked_command() {
+fn kill_storm_bounds_deadline_misses_restarts_fast_and_loses_no_acked_command() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let secs = pick(10.0, 60.0);
     let _dog = watchdog(Duration::from_secs(180 + 2 * secs as u64));
