@@ -79,7 +79,9 @@ fn bins() -> &'static (PathBuf, PathBuf) {
             return pair;
         }
         let worker = Path::new(BIN).with_file_name("slotpool-worker");
-        if !worker.exists() {
+        // Always ask cargo (a no-op when up to date): a stale worker built against an
+        // older ring ABI would refuse every region.
+        {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let ok = Command::new(cargo)
                 .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
