@@ -88,9 +88,7 @@ fn worker_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap(); // …/<profile>/deps/x → …/<profile>
     let path = dir.join("slotpool-worker");
-    // Always ask cargo (a no-op when up to date): a stale worker built against an
-    // older ring ABI would refuse every region.
-    {
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = dir.ends_with("release");
         let mut cmd = Command::new(cargo);

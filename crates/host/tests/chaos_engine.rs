@@ -79,9 +79,7 @@ fn bins() -> &'static (PathBuf, PathBuf) {
             return pair;
         }
         let worker = Path::new(BIN).with_file_name("slotpool-worker");
-        // Always ask cargo (a no-op when up to date): a stale worker built against an
-        // older ring ABI would refuse every region.
-        {
+        if !worker.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let ok = Command::new(cargo)
                 .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])

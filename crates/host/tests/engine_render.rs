@@ -25,9 +25,7 @@ fn worker_bin() -> &'static Path {
     static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
     BIN_PATH.get_or_init(|| {
         let path = Path::new(BIN).with_file_name("slotpool-worker");
-        // Always ask cargo (a no-op when up to date): a stale worker built against an
-        // older ring ABI would refuse every region.
-        {
+        if !path.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let ok = Command::new(cargo)
                 .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
