@@ -22,41 +22,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chaos_common::{BIN, Rng, pick, quantile, record};
+use chaos_common::{BIN, Rng, pick, quantile, record, watchdog};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// The tests use both cores; they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Aborts the process if the test that holds it runs past `limit`; disarmed on drop.
-struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-fn watchdog(limit: Duration) -> Watchdog {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = std::sync::Arc::clone(&done);
-    std::thread::spawn(move || {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            // Relaxed: a stop flag, nothing else is published through it.
-            if flag.load(Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("watchdog: test exceeded {limit:?}; aborting");
-        std::process::abort();
-    });
-    Watchdog(done)
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        // Relaxed: see above.
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// The `slotpool` and `slotpool-worker` binaries the tests run: those of this build
 /// (debug under `cargo test`), or those in `$SLOTPOOL_CHAOS_BIN_DIR` (scripts/soak.sh

@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 
 #[test]
 fn crash_looping_program_reaches_fatal_through_the_breaker() {
-    watchdog(Duration::from_secs(120));
+    let _dog = watchdog(Duration::from_secs(120));
     let dir = tempfile::tempdir().unwrap();
     // startsecs = 0: every spawn is RUNNING at once, so every exit is a crash after
     // RUNNING: supervisord's startretries never applies, only the breaker does.
@@ -55,7 +55,7 @@ fn crash_looping_program_reaches_fatal_through_the_breaker() {
 #[test]
 fn global_spawn_rate_cap_holds_across_many_crash_looping_programs() {
     let secs = pick(4.0, 30.0);
-    watchdog(Duration::from_secs(60 + 2 * secs as u64));
+    let _dog = watchdog(Duration::from_secs(60 + 2 * secs as u64));
     let (rate, burst, procs) = (20.0, 10.0, 24);
     let dir = tempfile::tempdir().unwrap();
     write_config(
@@ -117,7 +117,7 @@ fn global_spawn_rate_cap_holds_across_many_crash_looping_programs() {
 #[test]
 fn host_killed_at_random_moments_leaves_no_orphan_no_shm_and_restarts_clean() {
     let rounds = pick(20, 100);
-    watchdog(Duration::from_secs(60 + rounds * 6));
+    let _dog = watchdog(Duration::from_secs(60 + rounds * 6));
     let mut rng = Rng::from_env("host_kill_loop");
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("CHAOS_MARK={}-{}", std::process::id(), rng.next());
@@ -189,7 +189,7 @@ fn host_killed_at_random_moments_leaves_no_orphan_no_shm_and_restarts_clean() {
 #[test]
 fn restart_run_keeps_fd_count_exact_rss_bounded_and_no_zombie() {
     let restarts: u64 = pick(1000, 10_000);
-    watchdog(Duration::from_secs(120 + restarts / 10));
+    let _dog = watchdog(Duration::from_secs(120 + restarts / 10));
     let dir = tempfile::tempdir().unwrap();
     // Exits 1 (unexpected) `restarts` times, then 0 (expected: stays EXITED).
     write_config(

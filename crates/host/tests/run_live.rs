@@ -12,12 +12,15 @@
 //! channel of the recording is one slot's contribution. The tests run one at a time (a
 //! 2-core box) and each arms a watchdog.
 
+mod chaos_common;
+
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use chaos_common::watchdog;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_slotpool");
@@ -29,35 +32,6 @@ const AMP: f64 = 0.5;
 const FULL_RMS: f64 = AMP * std::f64::consts::FRAC_1_SQRT_2;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Aborts the process if the test that holds it runs past `limit`; disarmed on drop.
-struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-fn watchdog(limit: Duration) -> Watchdog {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = std::sync::Arc::clone(&done);
-    std::thread::spawn(move || {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            // Relaxed: a stop flag, nothing else is published through it.
-            if flag.load(Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("watchdog: test exceeded {limit:?}; aborting");
-        std::process::abort();
-    });
-    Watchdog(done)
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        // Relaxed: see above.
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// The `slotpool-worker` binary next to `slotpool`, built once if missing.
 fn worker_bin() -> &'static Path {

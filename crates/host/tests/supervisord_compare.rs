@@ -78,7 +78,7 @@ fn slotpool_spawns_and_gives_up_like_supervisord_side_by_side() {
         );
         return;
     }
-    watchdog(Duration::from_secs(180));
+    let _dog = watchdog(Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let supervisord = match install_supervisord(tmp.path()) {
         Ok(p) => p,

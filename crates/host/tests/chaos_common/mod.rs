@@ -23,13 +23,34 @@ pub fn pick<T>(ci: T, long: T) -> T {
     if soak() { long } else { ci }
 }
 
-/// Aborts the test process after `limit` so a hang fails instead of stalling CI.
-pub fn watchdog(limit: Duration) {
+/// Aborts the process if the test that holds it runs past `limit`; disarmed on drop.
+#[must_use = "the watchdog is disarmed when dropped: bind it (`let _dog = ...`)"]
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+pub fn watchdog(limit: Duration) -> Watchdog {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&done);
     std::thread::spawn(move || {
-        std::thread::sleep(limit);
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            // Relaxed: a stop flag, nothing else is published through it.
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         eprintln!("watchdog: test exceeded {limit:?}; aborting");
         std::process::abort();
     });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Relaxed: see above.
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A small xorshift generator; the seed is printed so a run can be replayed
