@@ -13,6 +13,10 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys::{self, FutexWait};
 use crate::time::MonoTime;
 
+// The interrupt flag is host-private memory, not a region word: plain std atomics
+// (also under loom, where no model checks it).
+use std::sync::atomic::{AtomicU32 as StdAtomicU32, Ordering as StdOrdering};
+
 /// What the worker says it is doing (`state` word of the header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WorkerState {
@@ -147,11 +151,43 @@ fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
 #[derive(Debug)]
 pub struct HostBell {
     words: Words,
+    /// Host-private (never in the region): bumped by [`Interrupter::interrupt`].
+    gone: Arc<StdAtomicU32>,
+    /// The value of `gone` at the last [`HostBell::acknowledge`].
+    gone_seen: u32,
 }
 
 impl HostBell {
     pub(crate) fn new(words: Words) -> Self {
-        Self { words }
+        Self {
+            words,
+            gone: Arc::new(StdAtomicU32::new(0)),
+            gone_seen: 0,
+        }
+    }
+
+    /// A handle another host thread (the supervisor) uses to tell this side that the
+    /// worker is gone. Any number; `Send + Sync`.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter {
+            words: self.words.clone(),
+            gone: Arc::clone(&self.gone),
+        }
+    }
+
+    /// Whether [`Interrupter::interrupt`] was called since the last
+    /// [`HostBell::acknowledge`]: the worker is gone, waiting for it is pointless.
+    /// Host-private memory: nothing the worker writes can set or clear it. RT-safe.
+    pub fn interrupted(&self) -> bool {
+        // Acquire pairs with the Release RMW in `Interrupter::interrupt`; nothing but
+        // the flag itself is published through it, Acquire only keeps it simple.
+        self.gone.load(StdOrdering::Acquire) != self.gone_seen
+    }
+
+    /// Takes note of every interrupt so far (the region was reset for a new worker).
+    pub fn acknowledge(&mut self) {
+        // Acquire: as in `interrupted`.
+        self.gone_seen = self.gone.load(StdOrdering::Acquire);
     }
 
     /// Stores `cycle`, bumps the doorbell and wakes the worker only if it sleeps.
@@ -337,5 +373,28 @@ impl Monitor {
         self.words
             .w64(hdr::HOST_HEARTBEAT)
             .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Tells the audio thread that a slot's worker is gone, so that it stops waiting for
+/// it at once instead of at the cycle's deadline. Held by the supervisor, which calls
+/// [`Interrupter::interrupt`] when the worker's pidfd says it exited.
+#[derive(Clone, Debug)]
+pub struct Interrupter {
+    words: Words,
+    gone: Arc<StdAtomicU32>,
+}
+
+impl Interrupter {
+    /// Marks the worker gone and wakes the host side if it sleeps in
+    /// [`HostBell::wait_done`]: the flag is raised first, then `done` is bumped (a word
+    /// the host only compares for change), so a waiter either sees the flag before it
+    /// sleeps or is woken by the bump — the same fence pair as every ring. Call it
+    /// only once the worker has exited (it no longer writes `done`; if it still did,
+    /// the bump would merely cost the host one more look). A futex wake at most.
+    pub fn interrupt(&self) {
+        // Release pairs with the Acquire load in `HostBell::interrupted`.
+        self.gone.fetch_add(1, StdOrdering::Release);
+        bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
     }
 }

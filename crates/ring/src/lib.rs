@@ -101,7 +101,7 @@ mod time;
 pub mod testing;
 
 pub use audio::{AudioConsumer, AudioProducer, PushError};
-pub use bell::{HostBell, Monitor, WaitOutcome, WorkerBell, WorkerState};
+pub use bell::{HostBell, Interrupter, Monitor, WaitOutcome, WorkerBell, WorkerState};
 pub use layout::{
     ABI_VERSION, AUDIO_SLOT_HEADER, AUDIO_SLOT_TAG, AUDIO_STRIDE_SKEW, LayoutError,
     MAX_BLOCK_FRAMES, MAX_CAPACITY, MAX_CHANNELS, MAX_REGION_LEN, MAX_SLOT_NAME, MIN_CAPACITY,

@@ -551,6 +551,7 @@ impl HostEnd {
         let name_len = p.name.iter().position(|&b| b == 0).unwrap_or(MAX_SLOT_NAME);
         let name = std::str::from_utf8(&p.name[..name_len]).unwrap_or("");
         write_header(&p.map, &p.geo, name, counters);
+        self.bell.acknowledge();
     }
 
     /// Waits for the output block tagged `cycle`, copies it into `out` and returns
@@ -586,6 +587,12 @@ impl HostEnd {
                     Some(_) => return Ok(OutputStatus::Late),
                     None => break,
                 }
+            }
+            // The supervisor saw the worker exit (`Interrupter`): its block will not
+            // come. Checked after the look above, so a block it delivered before it
+            // died is still taken.
+            if self.bell.interrupted() {
+                return Ok(OutputStatus::Late);
             }
             // Checked on every round, not only when the futex wait times out: a worker
             // that keeps bumping `done` without delivering must not keep us past it.

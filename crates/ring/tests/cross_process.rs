@@ -29,7 +29,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "echo_one_million_tagged_blocks_across_processes",
             echo_one_million_tagged_blocks_across_processes,
@@ -37,6 +37,10 @@ fn main() {
         (
             "sigkilled_peer_stalls_then_fresh_peer_works_after_reset",
             sigkilled_peer_stalls_then_fresh_peer_works_after_reset,
+        ),
+        (
+            "interrupt_ends_the_wait_for_a_dead_peer_before_the_deadline",
+            interrupt_ends_the_wait_for_a_dead_peer_before_the_deadline,
         ),
         (
             "scribbling_peer_yields_faults_or_data_never_worse",
@@ -330,6 +334,63 @@ fn sigkilled_peer_stalls_then_fresh_peer_works_after_reset() {
     assert_eq!(mon.worker_state(), WorkerState::Empty);
     let mut child = spawn_peer(&region, "echo");
     stream(&mut h, next, 20_000, Duration::from_secs(30)).expect("fresh peer streams after reset");
+    shutdown(&mut h, &mut child);
+}
+
+fn interrupt_ends_the_wait_for_a_dead_peer_before_the_deadline() {
+    let _wd = Watchdog::arm("interrupt", Duration::from_secs(120));
+    let layout = mono16(16);
+    let region = HostRegion::create("gone:0", layout).expect("create region");
+    let mut h = region.host_end().unwrap();
+    let interrupter = h.bell.interrupter();
+    let mut child = spawn_peer(&region, "echo");
+    stream(&mut h, 0, 1_000, Duration::from_secs(30)).expect("the peer streams");
+    assert!(!h.bell.interrupted());
+
+    // The host waits for a block the peer will never send (nothing was pushed for
+    // it), with a deadline far away; another thread plays the supervisor: it kills
+    // the peer, reaps it, then interrupts. The wait must end then, not at the deadline.
+    let far = Duration::from_secs(30);
+    let supervisor = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        child.kill().expect("SIGKILL the peer");
+        let st = child.wait().expect("reap");
+        assert!(!st.success());
+        let reaped = Instant::now();
+        interrupter.interrupt();
+        (reaped, interrupter)
+    });
+    let mut out = vec![0.0f32; layout.output_samples()];
+    let started = Instant::now();
+    let r = h.wait_output(1_000, &mut out, MonoTime::now() + far);
+    let returned = Instant::now();
+    let (reaped, interrupter) = supervisor.join().expect("supervisor thread");
+    assert_eq!(r, Ok(OutputStatus::Late));
+    assert!(h.bell.interrupted(), "the host side sees the interrupt");
+    assert!(
+        returned >= reaped,
+        "the wait ended before the interrupt (spurious Late)"
+    );
+    // Behaviour, not speed: it returned because of the interrupt, long before the
+    // deadline (the bound is a third of it, whatever the load).
+    assert!(
+        started.elapsed() < far / 3,
+        "the interrupted wait took {:?} (deadline {far:?})",
+        started.elapsed()
+    );
+    // Raised before a wait, it makes the wait return at once too.
+    let r = h.wait_output(1_000, &mut out, MonoTime::now() + far);
+    assert_eq!(r, Ok(OutputStatus::Late));
+
+    // The reset for the next worker takes note of it: a fresh peer is waited for again,
+    // and the same interrupter still works for the next death.
+    h.reset();
+    assert!(!h.bell.interrupted(), "reset acknowledges the interrupt");
+    let mut child = spawn_peer(&region, "echo");
+    stream(&mut h, 1_000, 1_000, Duration::from_secs(30)).expect("a fresh peer streams");
+    interrupter.interrupt();
+    assert!(h.bell.interrupted());
+    h.reset();
     shutdown(&mut h, &mut child);
 }
 

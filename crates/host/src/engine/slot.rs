@@ -194,6 +194,13 @@ impl SlotPort {
         if self.link != SlotLink::Up {
             return None;
         }
+        if self.end.bell.interrupted() {
+            // The supervisor saw the worker exit: on the fallback from this cycle,
+            // without waiting for it; SlotDown resets the region.
+            self.link = SlotLink::Down;
+            stats.set_link(self.link);
+            return None;
+        }
         match self.end.audio_in.push(cycle, input) {
             Ok(()) => {
                 self.end.bell.ring(cycle);
@@ -237,6 +244,12 @@ impl SlotPort {
             if want != 0 && self.pushed.contains(&want) {
                 match self.end.wait_output(want, &mut self.out, wait_until) {
                     Ok(OutputStatus::Ready) => got = true,
+                    // Not late but gone: the worker exited while we waited (the
+                    // supervisor interrupted the wait); on the fallback until SlotDown.
+                    Ok(OutputStatus::Late) if self.end.bell.interrupted() => {
+                        self.link = SlotLink::Down;
+                        stats.set_link(self.link);
+                    }
                     Ok(OutputStatus::Late) => stats.late(),
                     Err(f) => fault = self.quarantine(f, stats),
                 }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use slotpool_ring::{Heap, HostRegion, SlotLayout, WorkerState};
+use slotpool_ring::{Heap, HostRegion, Interrupter, SlotLayout, WorkerState};
 use slotpool_router::{ChannelMap, PatchRouter};
 use slotpool_worker::fault::FaultPlan;
 use slotpool_worker::modules::ModuleSpec;
@@ -101,6 +101,7 @@ fn one_sine(
     HostRegion<Heap>,
     TestWorker,
     ModuleSpec,
+    Interrupter,
 ) {
     let (rt, mut handle) = engine(settings());
     let region = HostRegion::create_heap("osc:0", layout()).unwrap();
@@ -118,9 +119,9 @@ fn one_sine(
             .map(|(i, &v)| (i as u32, v))
             .collect(),
     };
-    handle
-        .attach(&spec, region.host_end().unwrap(), region.monitor())
-        .unwrap();
+    let end = region.host_end().unwrap();
+    let interrupter = end.bell.interrupter();
+    handle.attach(&spec, end, region.monitor()).unwrap();
     let worker = TestWorker::start(&region, &module);
     let mut patch = PatchRouter::new(1, 1).unwrap();
     patch.add_slot("osc:0", 1, 1).unwrap();
@@ -128,7 +129,7 @@ fn one_sine(
         .connect("osc:0", "output", ChannelMap::Auto, 1.0)
         .unwrap();
     handle.publish(&patch).unwrap();
-    (rt, handle, region, worker, module)
+    (rt, handle, region, worker, module, interrupter)
 }
 
 fn run(rt: &mut EngineRt, n: usize) -> Vec<Vec<f32>> {
@@ -167,7 +168,7 @@ fn run_until(
 #[test]
 fn a_stopped_worker_falls_back_in_the_same_cycle_and_its_replacement_gets_the_params_back() {
     watchdog(Duration::from_secs(60));
-    let (mut rt, mut handle, region, worker, module) = one_sine(Fallback::Silence);
+    let (mut rt, mut handle, region, worker, module, _) = one_sine(Fallback::Silence);
     let first = run_until(&mut rt, &handle, |s| s.good_blocks >= 20);
     assert!(
         first.iter().rev().take(5).all(|b| peak(b) > 0.4),
@@ -235,7 +236,7 @@ fn a_stopped_worker_falls_back_in_the_same_cycle_and_its_replacement_gets_the_pa
 #[test]
 fn a_scribbling_worker_is_quarantined_and_replaced_while_the_host_keeps_running() {
     watchdog(Duration::from_secs(60));
-    let (mut rt, mut handle, region, worker, module) = one_sine(Fallback::Hold);
+    let (mut rt, mut handle, region, worker, module, _) = one_sine(Fallback::Hold);
     run_until(&mut rt, &handle, |s| s.good_blocks >= 10);
     worker.stop();
     // A dead worker's last act: garbage over every word it may write.
@@ -281,7 +282,7 @@ fn a_scribbling_worker_is_quarantined_and_replaced_while_the_host_keeps_running(
 #[test]
 fn a_new_patch_takes_effect_at_the_next_cycle_without_a_late_block() {
     watchdog(Duration::from_secs(60));
-    let (mut rt, mut handle, _region, worker, _) = one_sine(Fallback::Silence);
+    let (mut rt, mut handle, _region, worker, _, _) = one_sine(Fallback::Silence);
     run_until(&mut rt, &handle, |s| s.good_blocks >= 10);
     let late = handle.stats().slot(0).unwrap().snapshot().late;
     let mut patch = PatchRouter::new(1, 1).unwrap();
@@ -296,5 +297,47 @@ fn a_new_patch_takes_effect_at_the_next_cycle_without_a_late_block() {
         "gain 0 from the first cycle after publish"
     );
     assert_eq!(handle.stats().slot(0).unwrap().snapshot().late, late);
+    worker.stop();
+}
+
+#[test]
+fn a_worker_reported_gone_falls_back_at_once_without_a_late_block() {
+    watchdog(Duration::from_secs(60));
+    let (mut rt, mut handle, region, worker, module, interrupter) = one_sine(Fallback::Silence);
+    run_until(&mut rt, &handle, |s| s.good_blocks >= 20);
+
+    // The worker ends and the supervisor, having reaped it, interrupts: the engine
+    // does not wait for its block (no late block: it knows the worker is gone), goes
+    // to the fallback (faded out) and marks the link down before SlotDown arrives.
+    worker.stop();
+    interrupter.interrupt();
+    let late_before = handle.stats().slot(0).unwrap().snapshot().late;
+    let after = run(&mut rt, 3);
+    let snap = handle.stats().slot(0).unwrap().snapshot();
+    assert_eq!(snap.late, late_before, "a gone worker's block is not late");
+    assert_eq!(snap.link, SlotLink::Down);
+    assert_eq!(*after[0].last().unwrap(), 0.0, "faded out to the fallback");
+    assert!(after[1..].iter().all(|b| b.iter().all(|&x| x == 0.0)));
+
+    // SlotDown resets the region (and takes note of the interrupt); a replacement is
+    // waited for again, and its blocks are used.
+    handle.send(ToEngine::SlotDown { slot: 0 }).unwrap();
+    run(&mut rt, 1);
+    assert!(matches!(
+        handle.poll(),
+        Some(FromEngine::SlotReset { slot: 0 })
+    ));
+    let worker = TestWorker::start(&region, &module);
+    handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
+    let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
+    let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 20);
+    assert!(
+        back.iter().rev().take(5).all(|b| peak(b) > 0.4),
+        "it plays again"
+    );
+    assert_eq!(
+        handle.stats().slot(0).unwrap().snapshot().link,
+        SlotLink::Up
+    );
     worker.stop();
 }

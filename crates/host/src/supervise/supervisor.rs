@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
-use slotpool_ring::{HostEnd, HostRegion, Monitor, SlotLayout, WorkerState};
+use slotpool_ring::{HostEnd, HostRegion, Interrupter, Monitor, SlotLayout, WorkerState};
 
 use super::engine_link::{ENGINE_FAST_POLL, ENGINE_POLL, EngineLink, Phase};
 
@@ -94,6 +94,9 @@ struct Slot {
     /// `Some` only without an engine.
     host_end: Option<HostEnd>,
     monitor: Monitor,
+    /// Tells the audio thread the worker exited, so that it stops waiting for its
+    /// block at once rather than at the cycle's deadline.
+    interrupter: Interrupter,
     /// The slot's index in the engine's table.
     engine_id: Option<SlotId>,
     phase: Phase,
@@ -501,6 +504,7 @@ impl Supervisor {
                     .host_end()
                     .map_err(|e| format!("cannot take the region's host end: {e}"))?;
                 let monitor = region.monitor();
+                let interrupter = host_end.bell.interrupter();
                 let (host_end, engine_id) = match &mut self.engine {
                     None => (Some(host_end), None),
                     Some(link) => {
@@ -521,6 +525,7 @@ impl Supervisor {
                     region,
                     host_end,
                     monitor,
+                    interrupter,
                     engine_id,
                     phase: Phase::Ready,
                     quarantines: 0,
@@ -656,6 +661,15 @@ impl Supervisor {
                 Exit::Signal(libc::SIGKILL)
             }
         };
+        // Before anything that takes time (draining its logs): the audio thread may be
+        // waiting for this worker's block right now. It has exited, so it writes
+        // nothing more; the engine falls back at once instead of at the deadline, and
+        // stays there until the SlotDown reset below.
+        if let Some(slot) = &self.instances[i].slot
+            && slot.engine_id.is_some()
+        {
+            slot.interrupter.interrupt();
+        }
         // Drain what is left in the pipes (one bounded pass), then close them: a
         // descendant that still holds a write end gets EPIPE rather than a host that
         // waits for it.
