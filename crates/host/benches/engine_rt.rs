@@ -198,10 +198,16 @@ impl Ours {
     }
 
     fn spawn(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
+        let child = self.start_worker(i, false);
+        self.slots[i].child = Some(child);
+    }
+
+    /// Starts a worker for slot `i`; with `standby` it parks on its go pipe.
+    fn start_worker(&self, i: usize, standby: bool) -> SpawnedChild {
+        let slot = &self.slots[i];
         let program = slot.name.split(':').next().unwrap();
         let program = self.config.program(program).unwrap().clone();
-        let child = spawn(&SpawnSpec {
+        spawn(&SpawnSpec {
             program: &program,
             instance: &slot.name,
             worker_bin: &self.bin,
@@ -210,9 +216,9 @@ impl Ours {
             limits: &LimitPlan::default(),
             region_fd: Some(slot.region.fd().as_raw_fd()),
             sample_rate: Some(RATE),
+            standby,
         })
-        .unwrap();
-        slot.child = Some(child);
+        .unwrap()
     }
 
     fn wait_running(&self, i: usize) {
@@ -265,7 +271,14 @@ impl Ours {
 
     /// SIGKILLs slot 0's worker and runs the supervisor's replacement sequence; the
     /// cycles from the kill to the first good block again, and where they went.
-    fn crash(&mut self) -> (u64, String) {
+    fn crash(&mut self, standby: bool) -> (u64, String) {
+        // A standby is parked before the kill (as the supervisor keeps one), given time
+        // to get through its start-up.
+        let parked = standby.then(|| {
+            let c = self.start_worker(0, true);
+            std::thread::sleep(Duration::from_millis(300));
+            c
+        });
         let stats = self.handle.stats().clone();
         let id = self.handle.slot_id(&self.slots[0].name).unwrap();
         let slot_stats = stats.slot(usize::from(id)).unwrap();
@@ -290,7 +303,14 @@ impl Ours {
             }
         }
         let reset = (cycles() - c0, t0.elapsed());
-        self.spawn(0);
+        match parked {
+            Some(c) => {
+                let go = c.go.as_ref().expect("a standby has a go pipe");
+                nix::unistd::write(go, b"g").unwrap();
+                self.slots[0].child = Some(c);
+            }
+            None => self.spawn(0),
+        }
         self.wait_running(0);
         let running = (cycles() - c0, t0.elapsed());
         self.handle.send(ToEngine::SlotUp { slot: id }).unwrap();
@@ -556,14 +576,24 @@ fn main() {
             }
         }
     }
-    // Crash → producing again (64 frames, 1 worker), repeated.
+    // Crash → producing again (64 frames, 1 worker), repeated: a new worker spawned
+    // after the reset, and a parked standby sent in after it, alternately.
     let mut crash = Vec::new();
+    let mut crash_standby = Vec::new();
     for _ in 0..if full { 7 } else { 1 } {
-        let mut o = Ours::start(64, 1, false, &bin);
-        std::thread::sleep(Duration::from_millis(200));
-        let (c, detail) = o.crash();
-        eprintln!("  crash: {c} periods ({detail})");
-        crash.push(c as f64);
+        for standby in [false, true] {
+            let mut o = Ours::start(64, 1, false, &bin);
+            std::thread::sleep(Duration::from_millis(200));
+            let (c, detail) = o.crash(standby);
+            let how = if standby { "standby" } else { "spawn" };
+            eprintln!("  crash ({how}): {c} periods ({detail})");
+            if standby {
+                &mut crash_standby
+            } else {
+                &mut crash
+            }
+            .push(c as f64);
+        }
     }
     println!("\naudio thread: {rt_state}");
     println!(
@@ -595,9 +625,12 @@ fn main() {
         );
     }
     println!(
-        "\ncrash → producing again at 64 frames: median {} periods (runs: {:?})",
+        "\ncrash → producing again at 64 frames: new worker median {} periods (runs: {:?}); \
+         standby median {} periods (runs: {:?})",
         median(crash.clone()),
-        crash
+        crash,
+        median(crash_standby.clone()),
+        crash_standby
     );
     for n in notes {
         println!("note: {n}");

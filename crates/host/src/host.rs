@@ -5,12 +5,13 @@
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
 
 use crate::audio::device::HostChoice;
 use crate::audio::{LiveAudio, OpenOptions, StreamFormat};
@@ -180,12 +181,10 @@ pub fn run(config: Config, opts: &RunOptions) -> Result<()> {
                     .iter()
                     .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
             );
-            // Round up so that a wake-up is never a hair early (and then a busy loop).
-            let ms = timeout.as_micros().div_ceil(1000).min(60_000) as u16;
-            let _ = poll(
-                &mut pfds,
-                PollTimeout::from(ms.max(if timeout.is_zero() { 0 } else { 1 })),
-            );
+            // ppoll: a timeout to the microsecond (poll's milliseconds would turn the
+            // engine's sub-millisecond look while a slot restarts into a whole one).
+            let timeout = timeout.min(Duration::from_secs(60));
+            let _ = ppoll(&mut pfds, Some(TimeSpec::from_duration(timeout)), None);
             let fired = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
             let signalled = fired(&pfds[0]);
             let base = 1 + ctl.len();

@@ -628,3 +628,98 @@ fn false_hang_run_declares_no_hang_with_a_cpu_hog() {
     assert_eq!(hangs, 0, "hang declared on a live worker");
     assert_eq!(restarts, 0, "a live worker was restarted");
 }
+
+/// The pid of `name`'s parked standby, if one is up.
+fn standby_pid(p: &Value) -> Option<u64> {
+    p["standby_pid"].as_u64()
+}
+
+fn process_exists(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_standby_takes_over_each_killed_worker_and_a_new_one_is_parked() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let kills = pick(8usize, 50);
+    let _dog = watchdog(Duration::from_secs(120 + 3 * kills as u64));
+    let f = Format {
+        rate: 48_000,
+        frames: 64,
+        channels: 1,
+    };
+    let host = Host::start(
+        f,
+        &config(
+            f,
+            &[Sine("a", 440.0, 0, 0.5)],
+            "standby = true\ncrashloop_exits = 1000000\n",
+        ),
+    );
+    let mut periods = Vec::new();
+    let mut seen_standbys = Vec::new();
+    for _ in 0..kills {
+        // Up, with a parked standby that is not the worker.
+        let p = host.wait_for("a:0", "up with a standby", |p| {
+            up(p) && standby_pid(p).is_some_and(|s| Some(s) != p["pid"].as_u64())
+        });
+        let (pid, standby) = (p["pid"].as_u64().unwrap(), standby_pid(&p).unwrap());
+        assert!(
+            !seen_standbys.contains(&standby),
+            "standby pid {standby} was parked twice"
+        );
+        seen_standbys.push(standby);
+        let fb0 = p["fallback_blocks"].as_u64().unwrap();
+        signal(pid, Signal::SIGKILL);
+        // The parked process itself becomes the worker: no new process on the way back.
+        let p = host.wait_for("a:0", "up again", |p| {
+            up(p) && p["pid"].as_u64() != Some(pid)
+        });
+        assert_eq!(
+            p["pid"].as_u64(),
+            Some(standby),
+            "the standby took over (status: {p})"
+        );
+        periods.push((p["fallback_blocks"].as_u64().unwrap() - fb0) as f64);
+    }
+
+    // A standby that dies while parked is replaced; the worker is left alone.
+    let p = host.wait_for("a:0", "up with a standby", |p| {
+        up(p) && standby_pid(p).is_some()
+    });
+    let (pid, standby) = (p["pid"].as_u64().unwrap(), standby_pid(&p).unwrap());
+    let restarts = p["restarts"].as_u64().unwrap();
+    signal(standby, Signal::SIGKILL);
+    let p = host.wait_for("a:0", "a new standby", |p| {
+        standby_pid(p).is_some_and(|s| s != standby)
+    });
+    assert_eq!(p["pid"].as_u64(), Some(pid), "the worker was not touched");
+    assert_eq!(p["restarts"].as_u64(), Some(restarts));
+    let last_standby = standby_pid(&p).unwrap();
+
+    let samples = host.finish();
+    // The slot plays at the end of the run.
+    let tail = &samples[samples.len().saturating_sub(f.frames * 50)..];
+    let peak = tail.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(peak > 0.4, "the slot plays at the end (peak {peak})");
+    // The host's exit took the standby with it.
+    assert!(
+        !process_exists(last_standby),
+        "standby pid {last_standby} outlived the host"
+    );
+    let pms = f.period_ms();
+    let mut sorted = periods.clone();
+    let line = format!(
+        "standby takeover at {} frames ({:.2} ms periods), {kills} kills: crash → producing again \
+         p50 {} periods ({:.2} ms), max {} periods ({:.2} ms); samples {:?}",
+        f.frames,
+        pms,
+        quantile(&mut sorted, 0.5),
+        quantile(&mut sorted, 0.5) * pms,
+        quantile(&mut sorted, 1.0),
+        quantile(&mut sorted, 1.0) * pms,
+        periods
+    );
+    println!("{line}");
+    record("standby.txt", &[line]);
+}

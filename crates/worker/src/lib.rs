@@ -62,6 +62,7 @@
 //! | `SLOTPOOL_REGION_FD` | required: decimal number of the inherited fd of the slot region (a sealed memfd) |
 //! | `SLOTPOOL_SLOT` | required: the slot's name, `<program>:<index>`; must equal the name in the region header |
 //! | `SLOTPOOL_READY_FD` | optional: decimal fd of a pipe; the worker writes one byte `\n` and closes it when ready |
+//! | `SLOTPOOL_GO_FD` | optional: decimal fd of a pipe; the worker is a *standby*: it starts up but waits for one byte on it before it opens the region (end of file: released, exit 0) |
 //! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, only the heartbeat watch detects a lost host) |
 //! | `SLOTPOOL_SAMPLE_RATE` | optional: frames per second (default 48000); the region layout does not carry it |
 //!
@@ -143,8 +144,8 @@ pub use run::{
     exit_status, fault_code, grandchild_main, run, run_with,
 };
 pub use sys::{
-    DEFAULT_SAMPLE_RATE, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE, ENV_SLOT,
-    EnvError, StartEnv,
+    DEFAULT_SAMPLE_RATE, ENV_GO_FD, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE,
+    ENV_SLOT, EnvError, StartEnv,
 };
 
 /// The global allocator a worker program declares so that the allocation guard works:

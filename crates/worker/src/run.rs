@@ -145,6 +145,10 @@ pub enum StartError {
     /// The host wrote impossible ring counters before the loop started (exit 1).
     #[error("ring fault during start-up: {0}")]
     Ring(#[from] RingFault),
+    /// A standby (`SLOTPOOL_GO_FD`) was released before it was needed: the host closed
+    /// the go pipe, or a stop signal came (exit 0).
+    #[error("standby released before it was needed ({0}); exiting")]
+    Released(&'static str),
 }
 
 impl StartError {
@@ -152,6 +156,7 @@ impl StartError {
         match self {
             StartError::Env(_) => exit_status::USAGE,
             StartError::ParentGone { .. } => exit_status::HOST_GONE,
+            StartError::Released(_) => 0,
             _ => exit_status::ERROR,
         }
     }
@@ -182,7 +187,7 @@ pub fn run_with<P: Processor>(processor: P, options: RunOptions) -> ExitCode {
             return ExitCode::from(exit_status::ERROR);
         }
     };
-    let (mut worker, ready_fd) = match start(processor, &env, &options) {
+    let (mut worker, ready_fd) = match start(processor, &env, &options, &stop) {
         Ok(started) => started,
         Err(e) => {
             eprintln!("{tag}: {e}");
@@ -246,6 +251,7 @@ fn start<P: Processor>(
     processor: P,
     env: &StartEnv,
     options: &RunOptions,
+    stop: &AtomicBool,
 ) -> Result<(Worker<P>, Option<std::os::fd::OwnedFd>), StartError> {
     sys::set_parent_death_kill()
         .map_err(|e| StartError::Sys(format!("prctl(PR_SET_PDEATHSIG) failed: {e}")))?;
@@ -262,6 +268,19 @@ fn start<P: Processor>(
         .map(|fd| sys::take_inherited_fd(fd, true, true))
         .transpose()
         .map_err(|e| StartError::Sys(format!("{}: {e}", sys::ENV_READY_FD)))?;
+    if let Some(go) = env.go_fd {
+        // A standby: everything up to here (exec, loading, the module built by the
+        // caller) is done ahead of need; the region belongs to another worker until
+        // the host has reset it for us and says go.
+        let go = sys::take_inherited_fd(go, false, false)
+            .map_err(|e| StartError::Sys(format!("{}: {e}", sys::ENV_GO_FD)))?;
+        match sys::wait_go(go, stop) {
+            Ok(sys::GoSignal::Go) => {}
+            Ok(sys::GoSignal::Released) => return Err(StartError::Released("the go pipe closed")),
+            Ok(sys::GoSignal::Stopped) => return Err(StartError::Released("stop signal")),
+            Err(e) => return Err(StartError::Sys(format!("{}: {e}", sys::ENV_GO_FD))),
+        }
+    }
     let region = WorkerRegion::open(region_fd)?;
     if region.slot_name() != env.slot {
         return Err(StartError::WrongSlot {

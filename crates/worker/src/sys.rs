@@ -15,6 +15,9 @@ pub const ENV_REGION_FD: &str = "SLOTPOOL_REGION_FD";
 pub const ENV_SLOT: &str = "SLOTPOOL_SLOT";
 /// Environment variable: the readiness pipe fd number (optional).
 pub const ENV_READY_FD: &str = "SLOTPOOL_READY_FD";
+/// Environment variable: the standby "go" pipe fd number (optional). A worker given
+/// one starts as a standby: it waits for one byte on it before it touches the region.
+pub const ENV_GO_FD: &str = "SLOTPOOL_GO_FD";
 /// Environment variable: the host's pid (optional).
 pub const ENV_PARENT_PID: &str = "SLOTPOOL_PARENT_PID";
 /// Environment variable: the sample rate in Hz (optional, default 48000).
@@ -32,6 +35,8 @@ pub struct StartEnv {
     pub slot: String,
     /// `SLOTPOOL_READY_FD`.
     pub ready_fd: Option<RawFd>,
+    /// `SLOTPOOL_GO_FD`.
+    pub go_fd: Option<RawFd>,
     /// `SLOTPOOL_PARENT_PID`.
     pub parent_pid: Option<i32>,
     /// `SLOTPOOL_SAMPLE_RATE`.
@@ -98,6 +103,7 @@ impl StartEnv {
             };
         let region_fd = fd(ENV_REGION_FD)?.expect("checked present");
         let ready_fd = fd(ENV_READY_FD)?;
+        let go_fd = fd(ENV_GO_FD)?;
         let slot = get(ENV_SLOT).expect("checked present");
         if slot.is_empty() {
             return Err(EnvError::Malformed {
@@ -137,6 +143,7 @@ impl StartEnv {
             region_fd,
             slot,
             ready_fd,
+            go_fd,
             parent_pid,
             sample_rate,
         })
@@ -184,6 +191,46 @@ pub fn take_inherited_fd(raw: RawFd, write: bool, pipe: bool) -> std::io::Result
         std::io::Error::other(format!("closing the inherited fd {raw} failed: {e}"))
     })?;
     Ok(OwnedFd::from(file))
+}
+
+/// What a standby heard on its go pipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoSignal {
+    /// A byte: take over the slot now.
+    Go,
+    /// End of file: the host released the standby (or is gone).
+    Released,
+    /// SIGTERM/SIGINT arrived while waiting.
+    Stopped,
+}
+
+/// Blocks until the host writes a byte on the go pipe, closes it, or a stop signal
+/// arrives. Waits in poll(2), which a signal always interrupts (signal(7): never
+/// restarted, whatever SA_RESTART says), so SIGTERM ends a parked standby too.
+pub fn wait_go(fd: OwnedFd, stop: &AtomicBool) -> std::io::Result<GoSignal> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut f = File::from(fd);
+    let mut byte = [0u8; 1];
+    loop {
+        // Relaxed: a flag set by the signal handler; nothing is published through it.
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(GoSignal::Stopped);
+        }
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match f.read(&mut byte) {
+            Ok(0) => return Ok(GoSignal::Released),
+            Ok(_) => return Ok(GoSignal::Go),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes the readiness byte `\n` to the ready pipe and closes it.
@@ -235,6 +282,7 @@ mod tests {
                 region_fd: 3,
                 slot: "synth:0".into(),
                 ready_fd: Some(4),
+                go_fd: None,
                 parent_pid: Some(1234),
                 sample_rate: 44100
             }

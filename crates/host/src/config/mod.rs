@@ -191,6 +191,9 @@ pub struct SlotConfig {
     pub fallback: Fallback,
     /// How long the worker heartbeat may stand still before the worker counts as hung.
     pub hang_timeout: Duration,
+    /// Keep a second worker started and parked (a hot standby): when the worker dies or
+    /// hangs, the standby takes the slot over without an exec on the way.
+    pub standby: bool,
 }
 
 /// `mode`.

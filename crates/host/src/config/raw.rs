@@ -84,6 +84,7 @@ pub(crate) struct RawProgram {
     pub mode: S<String>,
     pub fallback: S<String>,
     pub hang_timeout: S<Millis>,
+    pub standby: S<bool>,
 }
 
 #[derive(Debug, Deserialize)]

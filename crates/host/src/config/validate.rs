@@ -47,6 +47,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "mode",
     "fallback",
     "hang_timeout",
+    "standby",
 ];
 
 /// supervisord spellings users bring along, and what slotpool calls them.
@@ -638,11 +639,12 @@ fn program(
 
     // Slot keys.
     let is_slot = r.module.is_some() || routed;
-    let slot_only: [(&str, Option<std::ops::Range<usize>>); 4] = [
+    let slot_only: [(&str, Option<std::ops::Range<usize>>); 5] = [
         ("params", r.params.as_ref().map(Spanned::span)),
         ("mode", r.mode.as_ref().map(Spanned::span)),
         ("fallback", r.fallback.as_ref().map(Spanned::span)),
         ("hang_timeout", r.hang_timeout.as_ref().map(Spanned::span)),
+        ("standby", r.standby.as_ref().map(Spanned::span)),
     ];
     let slot = if is_slot {
         let mode = match r.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -736,6 +738,7 @@ fn program(
             mode,
             fallback,
             hang_timeout,
+            standby: r.standby.as_ref().is_some_and(|v| *v.get_ref()),
         })
     } else {
         for (k, span) in slot_only {

@@ -406,6 +406,9 @@ pub struct ProgramStatus {
     /// Workers killed because the engine quarantined the slot.
     #[serde(default)]
     pub quarantines: Option<u64>,
+    /// The pid of the slot's parked standby worker (`standby = true`), if one is up.
+    #[serde(default)]
+    pub standby_pid: Option<u32>,
 }
 
 impl ProgramStatus {
@@ -430,6 +433,7 @@ impl ProgramStatus {
             link: None,
             fallback_blocks: None,
             quarantines: None,
+            standby_pid: None,
         }
     }
 

@@ -231,6 +231,7 @@ impl Workers {
                 limits: &limits,
                 region_fd: Some(region.fd().as_raw_fd()),
                 sample_rate: None,
+                standby: false,
             })
             .map_err(|e| anyhow::anyhow!("slot {}: {e}", spec.name))?;
             let monitor = region.monitor();

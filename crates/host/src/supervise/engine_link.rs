@@ -17,9 +17,10 @@ use crate::engine::{EngineError, EngineHandle};
 /// How often the supervisor loop reads the engine's replies while nothing is pending
 /// (a `Quarantined` slot's worker is killed within this).
 pub const ENGINE_POLL: Duration = Duration::from_millis(10);
-/// How often it looks while a slot waits for its reset or its new worker: the restart
-/// time of a slot is the spawn time plus about this.
-pub const ENGINE_FAST_POLL: Duration = Duration::from_millis(1);
+/// How often it looks while a slot waits for its reset or its new worker (a few
+/// milliseconds per restart): the reset comes back within a period, so this is a
+/// fraction of a short one.
+pub const ENGINE_FAST_POLL: Duration = Duration::from_micros(250);
 
 /// Where a slot stands between its worker and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

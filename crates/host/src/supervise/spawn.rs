@@ -47,6 +47,9 @@ pub struct SpawnSpec<'a> {
     /// The engine's rate, handed to slot workers as `SLOTPOOL_SAMPLE_RATE` (the
     /// region layout does not carry it; workers default to 48000).
     pub sample_rate: Option<u32>,
+    /// Start it as a standby: with a go pipe (`SLOTPOOL_GO_FD`) it waits on before it
+    /// touches the region. Slot programs only.
+    pub standby: bool,
 }
 
 /// A freshly spawned, unreaped child.
@@ -60,6 +63,11 @@ pub struct SpawnedChild {
     pub stdout: Option<LogPipe>,
     /// Read end of its stderr pipe.
     pub stderr: Option<LogPipe>,
+    /// Read end (non-blocking) of its ready pipe (`SLOTPOOL_READY_FD`; slot programs):
+    /// readable once it runs, or once it exits.
+    pub ready: Option<OwnedFd>,
+    /// Write end of its go pipe (standbys): one byte sends it in, closing it releases it.
+    pub go: Option<OwnedFd>,
 }
 
 /// The executable and arguments of `spec`.
@@ -100,6 +108,29 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
             cmd.env("SLOTPOOL_SAMPLE_RATE", rate.to_string());
         }
     }
+    // Pipes are made close-on-exec; the child gets its ends by dup2 onto the reserved
+    // numbers in the hook below, every other child never sees them (so EOF means what
+    // it says).
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot make a pipe: {e}"))
+    };
+    let ready = match spec.program.slot {
+        Some(_) => {
+            cmd.env("SLOTPOOL_READY_FD", sys::READY_FD.to_string());
+            Some(pipe()?)
+        }
+        None => None,
+    };
+    let go = match spec.program.slot {
+        Some(_) if spec.standby => {
+            cmd.env("SLOTPOOL_GO_FD", sys::GO_FD.to_string());
+            Some(pipe()?)
+        }
+        _ => None,
+    };
+    let ready_child: Option<RawFd> = ready.as_ref().map(|(_, w)| w.as_raw_fd());
+    let go_child: Option<RawFd> = go.as_ref().map(|(r, _)| r.as_raw_fd());
     if let Some(dir) = &spec.program.workingdir {
         cmd.current_dir(dir);
     }
@@ -147,6 +178,12 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         if let Some(fd) = region {
             sys::hand_over(fd, sys::REGION_FD)?;
         }
+        if let Some(fd) = ready_child {
+            sys::hand_over(fd, sys::READY_FD)?;
+        }
+        if let Some(fd) = go_child {
+            sys::hand_over(fd, sys::GO_FD)?;
+        }
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec and only makes
@@ -178,12 +215,24 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         .stderr
         .take()
         .and_then(|p| LogPipe::new(OwnedFd::from(p)).ok());
+    // Our copies of the child's ends close here; we keep the other ends.
+    let ready = ready.and_then(|(r, _w)| {
+        nix::fcntl::fcntl(
+            &r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .ok()
+        .map(|_| r)
+    });
+    let go = go.map(|(_r, w)| w);
     // `child` is dropped without waiting: the pidfd owns the reaping from here on.
     Ok(SpawnedChild {
         pid,
         pidfd,
         stdout,
         stderr,
+        ready,
+        go,
     })
 }
 

@@ -76,10 +76,24 @@ struct Child {
     pid: i32,
     stdout: Option<LogPipe>,
     stderr: Option<LogPipe>,
+    /// Its ready pipe (slots): readable once it says RUNNING (or exits).
+    ready: Option<OwnedFd>,
     fd_samples: VecDeque<u32>,
     fd_warned: bool,
     /// Worker heartbeat last seen, when it changed, and whether it ever advanced.
     beat: (u64, Instant, bool),
+}
+
+/// A slot's parked second worker (`standby = true`): exec'd and started, waiting on its
+/// go pipe before it touches the region. When the slot's worker is gone and the region
+/// reset, one byte on the pipe makes it the slot's worker: no fork, no exec, no start-up
+/// on the way back to sound.
+#[derive(Debug)]
+struct Standby {
+    child: Child,
+    go: OwnedFd,
+    /// Killed by us (no longer wanted): its exit is not a failure.
+    released: bool,
 }
 
 /// A slot's region, kept across restarts of its worker.
@@ -116,6 +130,12 @@ struct Instance {
     stdout: Option<RotatingLog>,
     stderr: Option<RotatingLog>,
     slot: Option<Slot>,
+    /// The parked standby worker of a `standby = true` slot.
+    standby: Option<Standby>,
+    /// Standbys that died before they were needed, in a row, and when the next may
+    /// start (1, 2, 4 … 60 s apart).
+    standby_failures: u32,
+    standby_next: Instant,
     limits: LimitPlan,
     spawn_error: Option<String>,
     /// Being removed by a reload: dropped once down.
@@ -126,6 +146,7 @@ impl Instance {
     /// Not running and nothing pending: STOPPED, EXITED or FATAL without a child.
     fn is_down(&self) -> bool {
         self.child.is_none()
+            && self.standby.is_none()
             && !self.machine.wants_spawn()
             && matches!(
                 self.machine.state(),
@@ -141,6 +162,10 @@ pub enum Token {
     Exit(u64),
     /// Output on the child's pipe.
     Output(u64, Stream),
+    /// The child's ready pipe: it runs (a slot's worker said RUNNING).
+    Ready(u64),
+    /// The standby's pidfd: the parked worker exited.
+    StandbyExit(u64),
 }
 
 /// A global cap on spawns: a token bucket of `burst` spawns refilled at `rate` per second.
@@ -301,6 +326,9 @@ impl Supervisor {
                 program: program.clone(),
                 child: None,
                 slot: None,
+                standby: None,
+                standby_failures: 0,
+                standby_next: self.started,
                 limits,
                 spawn_error: None,
                 removing: false,
@@ -379,9 +407,14 @@ impl Supervisor {
                 match action {
                     Action::Spawn => {
                         // Else spawned in `pump_spawns`: subject to the global cap, and
-                        // a slot's region must have been reset by the engine first.
-                        if self.slot_ready(i) && self.gate.take(now) {
-                            queue.push_back(self.spawn(i, now));
+                        // a slot's region must have been reset by the engine first. A
+                        // standby takes over without a spawn (and without a token).
+                        if self.slot_ready(i) {
+                            if let Some(ev) = self.promote(i, now) {
+                                queue.push_back(ev);
+                            } else if self.gate.take(now) {
+                                queue.push_back(self.spawn(i, now));
+                            }
                         }
                     }
                     Action::Signal(sig) => self.signal(i, sig),
@@ -438,6 +471,7 @@ impl Supervisor {
                 .slot
                 .as_ref()
                 .map(|_| self.config.engine.sample_rate),
+            standby: false,
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
@@ -457,6 +491,7 @@ impl Supervisor {
                     pid: c.pid,
                     stdout: c.stdout,
                     stderr: c.stderr,
+                    ready: c.ready,
                     fd_samples: VecDeque::new(),
                     fd_warned: false,
                     beat: (beat, now, false),
@@ -573,12 +608,203 @@ impl Supervisor {
                 && self.instances[i].child.is_none()
                 && self.slot_ready(i)
             {
+                if let Some(ev) = self.promote(i, now) {
+                    self.feed(i, ev, now);
+                    continue;
+                }
                 if !self.gate.take(now) {
                     return;
                 }
                 let ev = self.spawn(i, now);
                 self.feed(i, ev, now);
             }
+        }
+    }
+
+    /// Makes instance `i`'s standby its worker, if it has a live one: one byte on its
+    /// go pipe. Returns the event to feed (as for a spawn). The region must be fresh
+    /// (`slot_ready`).
+    fn promote(&mut self, i: usize, now: Instant) -> Option<Event> {
+        let inst = &mut self.instances[i];
+        let sb = inst.standby.take_if(|sb| !sb.released)?;
+        // Exited but not reaped yet: reap it as a standby, spawn instead.
+        if fd_readable(sb.child.pidfd.as_fd()) {
+            inst.standby = Some(sb);
+            self.reap_standby(i, now);
+            return None;
+        }
+        if let Err(e) = nix::unistd::write(&sb.go, b"g") {
+            // Its read end is gone: it is exiting; reaped as a standby.
+            tracing::warn!(
+                "{}: cannot wake the standby (pid {}): {e}; starting a new worker instead",
+                inst.name,
+                sb.child.pid
+            );
+            inst.standby = Some(sb);
+            return None;
+        }
+        let Standby { mut child, go, .. } = sb;
+        drop(go);
+        let beat = inst
+            .slot
+            .as_ref()
+            .map(|s| s.monitor.worker_heartbeat())
+            .unwrap_or(0);
+        child.beat = (beat, now, false);
+        tracing::info!(
+            "spawned: '{}' with pid {} (the standby takes over)",
+            inst.name,
+            child.pid
+        );
+        inst.spawn_error = None;
+        inst.standby_failures = 0;
+        if let Some(slot) = &mut inst.slot {
+            slot.phase = Phase::Starting;
+        }
+        inst.child = Some(child);
+        Some(Event::Spawned)
+    }
+
+    /// Starts a standby for every `standby = true` slot that runs and has none, as the
+    /// global cap and the slot's standby back-off allow; releases standbys no longer
+    /// wanted (the instance is stopping or stopped, removed, or the host shuts down).
+    fn pump_standbys(&mut self, now: Instant) {
+        if self.engine.is_none() {
+            return;
+        }
+        for i in 0..self.instances.len() {
+            let inst = &mut self.instances[i];
+            let wanted = inst.program.slot.as_ref().is_some_and(|s| s.standby)
+                && !inst.removing
+                && !self.shutting_down
+                && matches!(
+                    inst.machine.state(),
+                    State::Running | State::Starting | State::Backoff
+                );
+            match &mut inst.standby {
+                Some(sb) if !wanted && !sb.released => {
+                    sb.released = true;
+                    if let Err(e) = sys::pidfd_send_signal(sb.child.pidfd.as_fd(), libc::SIGKILL)
+                        && e.raw_os_error() != Some(libc::ESRCH)
+                    {
+                        tracing::warn!(
+                            "{}: cannot release the standby (pid {}): {e}",
+                            inst.name,
+                            sb.child.pid
+                        );
+                    }
+                }
+                Some(_) => {}
+                None if wanted
+                    && inst.machine.state() == State::Running
+                    && inst.child.is_some()
+                    && inst.slot.is_some()
+                    && now >= inst.standby_next =>
+                {
+                    if !self.gate.take(now) {
+                        return;
+                    }
+                    self.spawn_standby(i, now);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn spawn_standby(&mut self, i: usize, now: Instant) {
+        let inst = &self.instances[i];
+        let spec = SpawnSpec {
+            program: &inst.program,
+            instance: &inst.name,
+            worker_bin: &self.worker_bin,
+            pipe_stdout: inst.stdout.is_some(),
+            pipe_stderr: inst.stderr.is_some(),
+            limits: &inst.limits,
+            region_fd: inst.slot.as_ref().map(|s| s.region.fd().as_raw_fd()),
+            sample_rate: Some(self.config.engine.sample_rate),
+            standby: true,
+        };
+        match spawn::spawn(&spec) {
+            Ok(c) => {
+                let Some(go) = c.go else {
+                    // Cannot happen (a slot program spawned with `standby`); end it.
+                    let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), libc::SIGKILL);
+                    return;
+                };
+                tracing::info!("{}: standby started with pid {}", inst.name, c.pid);
+                self.instances[i].standby = Some(Standby {
+                    child: Child {
+                        pidfd: c.pidfd,
+                        pid: c.pid,
+                        stdout: c.stdout,
+                        stderr: c.stderr,
+                        ready: c.ready,
+                        fd_samples: VecDeque::new(),
+                        fd_warned: false,
+                        beat: (0, now, false),
+                    },
+                    go,
+                    released: false,
+                });
+            }
+            Err(e) => {
+                tracing::warn!("{}: cannot start a standby: {e}", inst.name);
+                self.standby_failed(i, now);
+            }
+        }
+    }
+
+    fn standby_failed(&mut self, i: usize, now: Instant) {
+        let inst = &mut self.instances[i];
+        inst.standby_failures = inst.standby_failures.saturating_add(1);
+        let wait = Duration::from_secs(1u64 << inst.standby_failures.min(6).saturating_sub(1))
+            .min(Duration::from_secs(60));
+        inst.standby_next = now + wait;
+    }
+
+    /// The standby's pidfd is readable: reap it, keep its last words in the logs.
+    fn reap_standby(&mut self, i: usize, now: Instant) {
+        let Some(sb) = &mut self.instances[i].standby else {
+            return;
+        };
+        let status = match waitid(
+            Id::PIDFd(sb.child.pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+            Ok(WaitStatus::Signaled(_, sig, _)) => format!("signal {sig}"),
+            Ok(_) => return,
+            Err(e) => format!("waitid failed: {e}"),
+        };
+        let inst = &mut self.instances[i];
+        let Some(mut sb) = inst.standby.take() else {
+            return;
+        };
+        for (pipe, log) in [
+            (&mut sb.child.stdout, &mut inst.stdout),
+            (&mut sb.child.stderr, &mut inst.stderr),
+        ] {
+            if let Some(p) = pipe {
+                let _ = p.drain(|data| {
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.write(data);
+                    }
+                });
+            }
+        }
+        if sb.released {
+            tracing::debug!(
+                "{}: standby pid {} released ({status})",
+                inst.name,
+                sb.child.pid
+            );
+        } else {
+            tracing::warn!(
+                "{}: the standby (pid {}) exited before it was needed ({status}); see the program's log",
+                inst.name,
+                sb.child.pid
+            );
+            self.standby_failed(i, now);
         }
     }
 
@@ -594,6 +820,12 @@ impl Supervisor {
                 if let Some(p) = &c.stderr {
                     fds.push((p.fd(), Token::Output(inst.id, Stream::Stderr)));
                 }
+                if let Some(r) = &c.ready {
+                    fds.push((r.as_fd(), Token::Ready(inst.id)));
+                }
+            }
+            if let Some(sb) = &inst.standby {
+                fds.push((sb.child.pidfd.as_fd(), Token::StandbyExit(inst.id)));
             }
         }
         fds
@@ -610,6 +842,21 @@ impl Supervisor {
             Token::Exit(id) => {
                 if let Some(i) = self.index_of(id) {
                     self.reap(i, now);
+                }
+            }
+            Token::Ready(id) => {
+                if let Some(i) = self.index_of(id)
+                    && let Some(c) = &mut self.instances[i].child
+                {
+                    // One byte, or end of file: either way it has nothing more to say.
+                    c.ready = None;
+                    // It said RUNNING: its blocks go into use at the next cycle.
+                    self.engine_tick(now);
+                }
+            }
+            Token::StandbyExit(id) => {
+                if let Some(i) = self.index_of(id) {
+                    self.reap_standby(i, now);
                 }
             }
         }
@@ -703,6 +950,7 @@ impl Supervisor {
             }
         }
         self.pump_spawns(now);
+        self.pump_standbys(now);
         if now >= self.next_slot_tick {
             self.next_slot_tick = now + SLOT_TICK;
             self.slot_tick(now);
@@ -1308,6 +1556,11 @@ impl Supervisor {
                         s.load = Some(f64::from(snap.load_ppm) / 1e6);
                     }
                 }
+                s.standby_pid = inst
+                    .standby
+                    .as_ref()
+                    .filter(|sb| !sb.released)
+                    .map(|sb| sb.child.pid as u32);
                 s.exit_status = exit_status(inst);
                 s.limits = inst.limits.status.clone();
                 s.description = describe(inst, inst.machine.state());
@@ -1544,4 +1797,11 @@ impl ControlHandler for Supervisor {
             Request::Events => Response::error("events are served by the control server"),
         }
     }
+}
+
+/// Whether `fd` polls readable now (no wait).
+fn fd_readable(fd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }

@@ -12,6 +12,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 pub const REGION_FD: RawFd = 3;
 /// The fd number of the optional ready pipe (`SLOTPOOL_READY_FD`).
 pub const READY_FD: RawFd = 4;
+/// The fd number of a standby's go pipe (`SLOTPOOL_GO_FD`).
+pub const GO_FD: RawFd = 5;
 
 /// Opens a pidfd for our own unreaped child `pid`. The pid cannot have been reused:
 /// an unreaped child keeps its pid, and only this thread's waitid reaps.
@@ -103,12 +105,12 @@ pub fn write_raw(fd: RawFd, data: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Occupies fds 3 and 4 (with /dev/null, close-on-exec) when they are free, so that no
+/// Occupies fds 3, 4 and 5 (with /dev/null, close-on-exec) when they are free, so that no
 /// pipe or socket of the host ever gets those numbers: the spawner dup2()s handed-over
 /// fds onto them in the child, and must never clobber one of std's own fds there (its
 /// exec-error pipe). Call once at start-up, before any other thread opens files.
 pub fn reserve_handover_fds() -> io::Result<()> {
-    for target in [REGION_FD, READY_FD] {
+    for target in [REGION_FD, READY_FD, GO_FD] {
         // SAFETY: F_GETFD only queries flags of an fd number.
         let flags = unsafe { libc::fcntl(target, libc::F_GETFD) };
         if flags >= 0 {
