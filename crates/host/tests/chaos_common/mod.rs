@@ -288,8 +288,6 @@ pub fn marked_processes(marker: &str) -> Vec<i32> {
 
 /// Entries of /dev/shm whose name mentions slotpool (there must never be any: regions
 /// are memfds).
-/// Entries in /dev/shm that slotpool could have left (it never creates any: regions
-/// are memfds).
 pub fn shm_entries() -> Vec<String> {
     fs::read_dir("/dev/shm")
         .map(|d| {
