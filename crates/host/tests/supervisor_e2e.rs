@@ -365,8 +365,16 @@ fn a_silent_slot_worker_is_killed_as_hung_and_restarted() {
         .collect();
     assert_eq!(
         fds.len(),
-        4,
-        "only stdio and the region are inherited: {fds:?}"
+        5,
+        "only stdio, the region and the ready pipe are inherited: {fds:?}"
+    );
+    // The ready pipe (written once the worker runs) is fd 4, as the environment says.
+    assert!(env.contains("SLOTPOOL_READY_FD=4"), "{env}");
+    let fd4 = fs::read_link(format!("/proc/{first}/fd/4")).unwrap();
+    assert!(
+        fd4.to_string_lossy().starts_with("pipe:"),
+        "fd 4 is {}",
+        fd4.display()
     );
     host.wait_for(
         "worker heartbeat has not advanced",
