@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
 use plotters::prelude::*;
 
 use crate::data::{
@@ -56,6 +57,31 @@ fn page<'a>(
 fn log_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
     let lo = lo.max(1e-3);
     (lo / 1.3)..(hi.max(lo * 2.0) * 1.3)
+}
+
+/// A log axis over `range` labelled at 1-2-5 steps (plotters labels only the decades
+/// on a short log range), with light grid lines at every integer multiple of a decade.
+fn log_axis(range: std::ops::Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
+    let (lo, hi) = (range.start, range.end);
+    let mut bold = Vec::new();
+    let mut light = Vec::new();
+    let mut decade = 10f64.powi(lo.log10().floor() as i32);
+    while decade <= hi {
+        for m in 1..10 {
+            let v = decade * f64::from(m);
+            if (lo..=hi).contains(&v) {
+                light.push(v);
+                if matches!(m, 1 | 2 | 5) {
+                    bold.push(v);
+                }
+            }
+        }
+        decade *= 10.0;
+    }
+    range
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
 }
 
 /// "0.5", "2", "150": a tick label without trailing noise.
@@ -130,7 +156,7 @@ pub fn cycle_ecdf(
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(64)
-        .build_cartesian_2d(log_range(lo, hi).log_scale(), 0f64..1.0)?;
+        .build_cartesian_2d(log_axis(log_range(lo, hi)), 0f64..1.0)?;
     chart
         .configure_mesh()
         .x_desc(format!(
@@ -222,7 +248,7 @@ pub fn cycle_percentiles(path: &Path, runs: &[CycleRun], load_note: &str) -> Dra
             .x_label_area_size(40)
             .y_label_area_size(56)
             // x = log2(workers): 1, 2, 4, 8, 16 evenly spaced, labelled as counts.
-            .build_cartesian_2d(-0.4f64..x_hi, log_range(lo, hi).log_scale())?;
+            .build_cartesian_2d(-0.4f64..x_hi, log_axis(log_range(lo, hi)))?;
         chart
             .configure_mesh()
             .x_desc("worker count")
@@ -388,7 +414,7 @@ pub fn supervisor_restart(path: &Path, l: &LeakRun, load_note: &str) -> DrawResu
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(64)
-        .build_cartesian_2d(log_range(sorted[0], max).log_scale(), 0f64..1.0)?;
+        .build_cartesian_2d(log_axis(log_range(sorted[0], max)), 0f64..1.0)?;
     chart
         .configure_mesh()
         .x_desc("restart latency, ms (host log timestamps), log scale")
