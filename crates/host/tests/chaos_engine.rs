@@ -400,6 +400,8 @@ fn kill_storm_bounds_deadline_misses_restarts_fast_and_loses_no_acked_command() 
         .unwrap_or("?")
         .to_string();
 
+    // In kill order, for the plots (quantile sorts `periods`).
+    let raw_periods = periods.clone();
     let p50 = quantile(&mut periods, 0.5);
     let p99 = quantile(&mut periods, 0.99);
     let max = quantile(&mut periods, 1.0);
@@ -428,7 +430,17 @@ fn kill_storm_bounds_deadline_misses_restarts_fast_and_loses_no_acked_command() 
         periods.len()
     );
     println!("{line}");
-    record("kill_storm.txt", &[line]);
+    // The summary line, then the raw figures: the format, and each kill's restart time
+    // in periods (`restart_periods N`; × period_ms for ms).
+    let mut rec = vec![
+        line,
+        format!("frames {}", f.frames),
+        format!("sample_rate {}", f.rate),
+        format!("period_ms {pms}"),
+        format!("binaries {}", bins().0.display()),
+    ];
+    rec.extend(raw_periods.iter().map(|p| format!("restart_periods {p}")));
+    record("kill_storm.txt", &rec);
     assert_eq!(
         restarts,
         u64::from(total_kills),

@@ -327,12 +327,22 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-/// Appends `name value…` lines to `$SLOTPOOL_CHAOS_OUT/<file>` when that directory is
-/// set (the soak script collects them for docs/RELIABILITY.md and the plots).
+/// Writes `name value…` lines to `$SLOTPOOL_CHAOS_OUT/<file>` when that directory is
+/// set (the soak script collects them for docs/RELIABILITY.md; `slotpool-report` draws
+/// the plots from them), followed by `unix_time SECS` and `loadavg L1 L5 L15` (from
+/// /proc/loadavg) so every plot can say when and under what load its data was taken.
 pub fn record(file: &str, lines: &[String]) {
     if let Some(dir) = std::env::var_os("SLOTPOOL_CHAOS_OUT") {
         let dir = Path::new(&dir);
         let _ = fs::create_dir_all(dir);
-        let _ = fs::write(dir.join(file), lines.join("\n") + "\n");
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let load = fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into());
+        let mut text = lines.join("\n") + "\n";
+        text.push_str(&format!("unix_time {unix}\nloadavg {load}\n"));
+        let _ = fs::write(dir.join(file), text);
     }
 }
