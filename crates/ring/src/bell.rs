@@ -69,6 +69,16 @@ pub enum WaitOutcome {
     TimedOut,
 }
 
+/// How an untimed wait ([`WorkerBell::wait_doorbell_untimed`]) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UntimedOutcome {
+    /// The word moved away from the value the caller had seen.
+    Signalled,
+    /// A signal handler installed without `SA_RESTART` ran (EINTR) and the word had not
+    /// moved. With `SA_RESTART` the kernel restarts the wait and this never happens.
+    Interrupted,
+}
+
 /// Header words, by offset; all accessors go through the private offsets.
 #[derive(Clone, Debug)]
 pub(crate) struct Words {
@@ -110,17 +120,9 @@ fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTim
         if MonoTime::now() >= deadline {
             return WaitOutcome::TimedOut;
         }
-        // Relaxed store + SeqCst fence: the waiter's half of the fence pair above.
-        waiting.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        // Acquire: as the first load.
-        let r = if word.load(Ordering::Acquire) == seen {
+        let r = sleep_announced(word, waiting, seen, || {
             sys::futex_wait_until(word, seen, deadline.as_nanos())
-        } else {
-            FutexWait::Returned
-        };
-        // Relaxed: clearing the flag late only costs the peer a needless wake.
-        waiting.store(0, Ordering::Relaxed);
+        });
         if r == FutexWait::TimedOut {
             // Last look so a wake racing with the timeout is not reported as late.
             // Acquire: as the first load.
@@ -130,10 +132,64 @@ fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTim
                 WaitOutcome::TimedOut
             };
         }
+        // Returned or Interrupted: loop; only the word or the deadline ends this wait.
     }
 }
 
+/// [`wait_word`] without a deadline: waits until `word != seen`, or until a signal
+/// handler without `SA_RESTART` interrupts the sleep. Same flag protocol, but the sleep is
+/// a plain `FUTEX_WAIT` with no timeout, so no hrtimer is armed and no clock is read.
+/// Only the worker's doorbell wait uses it; what bounds it is the host's promise to ring
+/// the doorbell while idle (docs/ABI.md "Idle rings").
+fn wait_word_untimed(word: &AtomicU32, waiting: &AtomicU32, seen: u32) -> UntimedOutcome {
+    loop {
+        // Acquire: as in `wait_word`.
+        if word.load(Ordering::Acquire) != seen {
+            return UntimedOutcome::Signalled;
+        }
+        let r = sleep_announced(word, waiting, seen, || sys::futex_wait(word, seen));
+        if r == FutexWait::Interrupted {
+            // Acquire: as above. A ring that raced with the signal wins.
+            return if word.load(Ordering::Acquire) != seen {
+                UntimedOutcome::Signalled
+            } else {
+                UntimedOutcome::Interrupted
+            };
+        }
+        // Returned (woken, spurious, or the word moved before the sleep): re-check.
+    }
+}
+
+/// The waiter's half of the protocol around one `sleep` (a futex wait on `word` for
+/// `seen`): announce the sleep in `waiting`, fence, and sleep only if `word` still holds
+/// `seen`; clear the flag afterwards.
+fn sleep_announced(
+    word: &AtomicU32,
+    waiting: &AtomicU32,
+    seen: u32,
+    sleep: impl FnOnce() -> FutexWait,
+) -> FutexWait {
+    // Relaxed store + SeqCst fence: the waiter's half of the fence pair (see `wait_word`).
+    waiting.store(1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    // Acquire pairs with the waker's Release RMW of the word in `bump_and_wake`.
+    let r = if word.load(Ordering::Acquire) == seen {
+        sleep()
+    } else {
+        FutexWait::Returned
+    };
+    // Relaxed: clearing the flag late only costs the peer a needless wake.
+    waiting.store(0, Ordering::Relaxed);
+    r
+}
+
 /// Bumps `word` and wakes the peer only if its `waiting` flag is set.
+///
+/// The doorbell has two host-side callers, the audio thread ([`HostBell::ring`]) and the
+/// supervisor ([`Monitor::nudge`]): both bump with an RMW, so no bump is lost, and the
+/// word is only ever compared for change. A worker's Acquire load that reads a nudge's
+/// value still synchronises with an earlier ring: the nudge's RMW continues the ring's
+/// release sequence.
 fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
     // Release pairs with the waiter's Acquire loads of the word in `wait_word` (and
     // with `HostBell::done_count` / `WorkerBell::doorbell`): everything written before
@@ -252,13 +308,31 @@ impl WorkerBell {
         self.words.w64(hdr::CYCLE).load(Ordering::Relaxed)
     }
 
-    /// Sleeps until the doorbell differs from `seen` or `deadline` passes.
+    /// Sleeps until the doorbell differs from `seen` or `deadline` passes (a worker that
+    /// cannot rely on idle rings yet, tests, benches).
     pub fn wait_doorbell(&self, seen: u32, deadline: MonoTime) -> WaitOutcome {
         wait_word(
             self.words.w32(hdr::DOORBELL),
             self.words.w32(hdr::WORKER_WAITING),
             seen,
             deadline,
+        )
+    }
+
+    /// Sleeps until the doorbell differs from `seen`, with no timeout: a plain
+    /// `FUTEX_WAIT`, no hrtimer armed, no clock read. The worker's idle wait. It relies on
+    /// the host's promise to bump the doorbell at least every slot tick while the worker
+    /// runs ([`Monitor::nudge`], docs/ABI.md "Idle rings"), so a worker still wakes to beat,
+    /// to watch the host heartbeat and to see its stop flag when no cycle rings it.
+    ///
+    /// A signal handler installed without `SA_RESTART` ends the wait early
+    /// ([`UntimedOutcome::Interrupted`]); with `SA_RESTART` (signal-hook's flags) the kernel
+    /// restarts it and the next ring or nudge ends it. Never call this on the audio thread.
+    pub fn wait_doorbell_untimed(&self, seen: u32) -> UntimedOutcome {
+        wait_word_untimed(
+            self.words.w32(hdr::DOORBELL),
+            self.words.w32(hdr::WORKER_WAITING),
+            seen,
         )
     }
 
@@ -312,7 +386,8 @@ impl WorkerBell {
 }
 
 /// Read-only view of a slot's worker words for the supervisor thread, plus the host
-/// heartbeat. Cheap to clone; `Send + Sync`. Every value is untrusted data.
+/// heartbeat and the idle ring ([`Monitor::nudge`]). Cheap to clone; `Send + Sync`.
+/// Every value read is untrusted data.
 #[derive(Clone, Debug)]
 pub struct Monitor {
     words: Words,
@@ -367,12 +442,32 @@ impl Monitor {
         self.words.w64(hdr::HOST_HEARTBEAT).load(Ordering::Relaxed)
     }
 
-    /// Bumps the host heartbeat (the supervisor does it while the engine is idle).
+    /// Bumps the host heartbeat (the supervisor does it every slot tick, also while the
+    /// engine is idle).
     pub fn beat_host(&self) {
-        // Relaxed: a liveness counter; nothing is published through it.
+        // Relaxed: a liveness counter; its visibility to a worker woken by the next
+        // `nudge` comes from that nudge's Release RMW of the doorbell.
         self.words
             .w64(hdr::HOST_HEARTBEAT)
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The idle ring (docs/ABI.md "Idle rings"): bumps the doorbell without a cycle and
+    /// wakes the worker only if it sleeps — the same `bump_and_wake` as
+    /// [`HostBell::ring`], which may run at the same time on the audio thread (both are
+    /// RMWs; the doorbell is compared for change only). A worker sleeping in
+    /// [`WorkerBell::wait_doorbell_untimed`] wakes, finds no block, beats, looks at the
+    /// host heartbeat and its stop flag, and sleeps again.
+    ///
+    /// Call [`Monitor::beat_host`] first: a worker woken by this nudge then sees that beat
+    /// (Release RMW here, Acquire load of the doorbell in the worker's wait). A word the
+    /// worker writes (`worker_waiting`) only decides whether a `FUTEX_WAKE` is made, so a
+    /// hostile worker can cost the host one syscall per nudge, nothing more.
+    pub fn nudge(&self) {
+        bump_and_wake(
+            self.words.w32(hdr::DOORBELL),
+            self.words.w32(hdr::WORKER_WAITING),
+        );
     }
 }
 

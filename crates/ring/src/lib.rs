@@ -13,25 +13,30 @@
 //!     commands:  CommandProducer ────────────▶  commands:  CommandConsumer
 //!     events:    EventConsumer  ◀────────────   events:    EventProducer
 //!     bell:      HostBell   (doorbell ▶, ◀ done)  bell:    WorkerBell
-//!   .monitor() -> Monitor (supervisor thread: heartbeat, state, pid, fault code)
+//!   .monitor() -> Monitor (supervisor thread: heartbeats, idle ring, state, pid, fault)
 //! ```
 //!
 //! A cycle on the host: `audio_in.push(cycle, &block)`, `bell.ring(cycle)`, then
 //! `wait_output(cycle, &mut out, deadline)`, which is `Ready` or `Late` (use the
 //! fallback), never waits past the deadline and discards stale blocks by their tag.
-//! The worker: `bell.wait_doorbell(seen, deadline)`, `audio_in.pop(&mut buf)`,
-//! process, `audio_out.push(cycle, &out)`, `bell.signal_done()`, `bell.beat()`.
+//! The worker: `bell.wait_doorbell_untimed(seen)`, `audio_in.pop(&mut buf)`,
+//! process, `audio_out.push(cycle, &out)`, `bell.signal_done()`, `bell.beat()`. While
+//! no cycle rings, the supervisor beats the host heartbeat and nudges the doorbell every
+//! slot tick (`monitor.beat_host()`, `monitor.nudge()`), so the worker's untimed sleep
+//! still ends regularly (docs/ABI.md "Idle rings").
 //!
 //! ## Which calls are real-time safe
 //!
 //! RT-safe (no allocation, no lock, no logging, no blocking; wait-free unless noted):
 //! every method of [`AudioProducer`], [`AudioConsumer`], [`CommandProducer`],
 //! [`CommandConsumer`], [`EventProducer`], [`EventConsumer`], [`HostBell`],
-//! [`WorkerBell`], [`Monitor`]; [`HostEnd::reset`]; [`MonoTime::now`]. Bounded blocking,
-//! allowed on the audio thread: [`HostEnd::wait_output`], [`HostBell::wait_done`] and
+//! [`WorkerBell`] (but `wait_doorbell_untimed`, below), [`Monitor`];
+//! [`HostEnd::reset`]; [`MonoTime::now`]. Bounded blocking, allowed on the audio thread: [`HostEnd::wait_output`], [`HostBell::wait_done`] and
 //! [`WorkerBell::wait_doorbell`] sleep in `FUTEX_WAIT_BITSET` until an absolute
-//! CLOCK_MONOTONIC deadline at most. Wake-ups (`ring`, `signal_done`) make a
-//! `FUTEX_WAKE` syscall only when the peer is asleep.
+//! CLOCK_MONOTONIC deadline at most. Wake-ups (`ring`, `signal_done`, `nudge`) make a
+//! `FUTEX_WAKE` syscall only when the peer is asleep. Not bounded, for the worker's
+//! idle loop only (never the audio thread): [`WorkerBell::wait_doorbell_untimed`]
+//! (`FUTEX_WAIT` without a timeout, ended by the next ring or nudge).
 //!
 //! Setup only (allocate, make syscalls): [`HostRegion::create`],
 //! [`HostRegion::create_heap`], [`HostRegion::host_end`], [`HostRegion::monitor`],
@@ -101,7 +106,9 @@ mod time;
 pub mod testing;
 
 pub use audio::{AudioConsumer, AudioProducer, PushError};
-pub use bell::{HostBell, Interrupter, Monitor, WaitOutcome, WorkerBell, WorkerState};
+pub use bell::{
+    HostBell, Interrupter, Monitor, UntimedOutcome, WaitOutcome, WorkerBell, WorkerState,
+};
 pub use layout::{
     ABI_VERSION, AUDIO_SLOT_HEADER, AUDIO_SLOT_TAG, AUDIO_STRIDE_SKEW, LayoutError,
     MAX_BLOCK_FRAMES, MAX_CAPACITY, MAX_CHANNELS, MAX_REGION_LEN, MAX_SLOT_NAME, MIN_CAPACITY,

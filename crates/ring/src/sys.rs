@@ -10,7 +10,9 @@
 //! fences are totally ordered, so at least one side sees the other's write: either the
 //! waiter sees the new word and does not sleep, or the waker sees the flag and wakes
 //! it. No wake-up is lost and no syscall is made when the peer is running. The code is
-//! `bell::wait_word` / `bell::bump_and_wake`; `tests/loom.rs` model-checks it.
+//! `bell::wait_word` / `bell::bump_and_wake`; `tests/loom.rs` model-checks it. The
+//! worker's idle wait on the doorbell takes no timeout at all (`futex_wait`): the host
+//! bounds it by ringing the doorbell while idle (docs/ABI.md "Idle rings").
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -71,10 +73,26 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// How a futex wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FutexWait {
-    /// Woken, interrupted, or the word no longer held the expected value.
+    /// Woken (perhaps spuriously), or the word no longer held the expected value.
     Returned,
     /// The absolute deadline passed.
     TimedOut,
+    /// A signal handler ran and the kernel did not restart the wait (EINTR).
+    Interrupted,
+}
+
+/// Maps the result of a futex wait syscall.
+#[cfg(not(loom))]
+fn wait_result(rc: libc::c_long) -> FutexWait {
+    if rc != -1 {
+        return FutexWait::Returned;
+    }
+    match Errno::last() {
+        Errno::ETIMEDOUT => FutexWait::TimedOut,
+        Errno::EINTR => FutexWait::Interrupted,
+        // EAGAIN: the word no longer held the expected value; the caller re-checks.
+        _ => FutexWait::Returned,
+    }
 }
 
 /// `FUTEX_WAIT_BITSET` on a shared (non-private) futex word until the absolute
@@ -104,12 +122,31 @@ pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64
             libc::FUTEX_BITSET_MATCH_ANY,
         )
     };
-    if rc == -1 && Errno::last() == Errno::ETIMEDOUT {
-        FutexWait::TimedOut
-    } else {
-        // 0 (woken), EAGAIN (value changed), EINTR (signal): the caller re-checks.
-        FutexWait::Returned
-    }
+    wait_result(rc)
+}
+
+/// `FUTEX_WAIT` on a shared (non-private) futex word without a timeout, if
+/// `*word == expected` at the time of the call: no hrtimer is armed, which is what makes
+/// it cheaper than [`futex_wait_until`]. Sleeps until a `FUTEX_WAKE` on the word, a
+/// spurious wake-up, or a signal whose handler was installed without `SA_RESTART`
+/// ([`FutexWait::Interrupted`]); with `SA_RESTART` (signal-hook's default) the kernel
+/// restarts the wait after the handler, so only a wake ends it. Never used on the audio
+/// thread: it is not bounded, so it is not exempt from RTSan either.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) -> FutexWait {
+    // SAFETY: `word` points to a live, 4-byte-aligned u32 (an AtomicU32) for the whole
+    // call; a null timeout means none. No FUTEX_PRIVATE_FLAG because the word lives in
+    // memory shared with another process. The kernel only reads the word.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+    wait_result(rc)
 }
 
 /// `FUTEX_WAKE` of every waiter on a shared futex word.
@@ -211,6 +248,13 @@ pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, _deadline_ns: u6
     FutexWait::Returned
 }
 
+/// Loom build: [`futex_wait_until`] without a deadline (the same model: loom explores no
+/// timeouts and no signals).
+#[cfg(loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) -> FutexWait {
+    futex_wait_until(word, expected, u64::MAX)
+}
+
 /// Loom build: wakes every waiter (see `futex_wait_until`).
 #[cfg(loom)]
 pub(crate) fn futex_wake(_word: &AtomicU32) {
@@ -239,6 +283,25 @@ mod tests {
         let w = AtomicU32::new(7);
         let deadline = monotonic_ns() + 60_000_000_000;
         assert_eq!(futex_wait_until(&w, 8, deadline), FutexWait::Returned);
+    }
+
+    #[test]
+    fn untimed_futex_wait_returns_when_value_differs_or_when_woken() {
+        let w = std::sync::Arc::new(AtomicU32::new(7));
+        assert_eq!(futex_wait(&w, 8), FutexWait::Returned);
+        let waker = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                w.store(8, std::sync::atomic::Ordering::SeqCst);
+                futex_wake(&w);
+            })
+        };
+        // A spurious return re-checks, as every caller does.
+        while w.load(std::sync::atomic::Ordering::SeqCst) == 7 {
+            assert_ne!(futex_wait(&w, 7), FutexWait::TimedOut);
+        }
+        waker.join().unwrap();
     }
 
     #[test]

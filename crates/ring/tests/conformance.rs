@@ -14,7 +14,7 @@ use assert_no_alloc::assert_no_alloc;
 use common::{Watchdog, block_matches, fill_block, mono16, odd_shape};
 use slotpool_ring::{
     Backing, Command, Event, Heap, HostRegion, Memfd, MonoTime, OutputStatus, PushError,
-    RecordError, ShortStr, SlotLayout, WaitOutcome, WorkerRegion, WorkerState,
+    RecordError, ShortStr, SlotLayout, UntimedOutcome, WaitOutcome, WorkerRegion, WorkerState,
 };
 
 // The allocation guard: assert_no_alloc's default `disable_release` feature makes it a
@@ -233,6 +233,135 @@ fn bell_wakes_and_times_out<F: Fixture>() {
             assert_eq!(r, WaitOutcome::Signalled);
         }
     });
+}
+
+/// Polls until thread `tid` of this process sleeps (state `S`): the thread under test
+/// does nothing between announcing its tid and its futex wait, so `S` is that wait.
+fn wait_until_asleep(tid: i32) {
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .expect("the thread under test is alive");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some('S') {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What an untimed wait saw: how it ended, how far the doorbell moved, the cycle word,
+/// how far the host heartbeat moved.
+type UntimedSeen = (UntimedOutcome, u32, u64, u64);
+
+/// Runs `wait_doorbell_untimed` on a thread, lets `act` run once that thread sleeps
+/// (`act` gets its pthread id and tid), and returns what the sleeper saw.
+fn sleep_untimed_then(
+    we: &slotpool_ring::WorkerEnd,
+    act: impl FnOnce(libc::pthread_t, i32),
+) -> UntimedSeen {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = s.spawn(move || {
+            let seen = we.bell.doorbell();
+            let beat = we.bell.host_heartbeat();
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() };
+            tx.send((me, nix::unistd::gettid().as_raw())).unwrap();
+            let r = we.bell.wait_doorbell_untimed(seen);
+            (
+                r,
+                we.bell.doorbell().wrapping_sub(seen),
+                we.bell.cycle(),
+                we.bell.host_heartbeat() - beat,
+            )
+        });
+        let (thread, tid) = rx.recv().unwrap();
+        wait_until_asleep(tid);
+        act(thread, tid);
+        sleeper.join().unwrap()
+    })
+}
+
+fn untimed_wait_is_ended_by_a_nudge_or_a_ring<F: Fixture>() {
+    let _wd = Watchdog::arm("untimed_wait_nudge_ring", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let h = host.host_end().unwrap();
+    let mon = host.monitor();
+    let we = w.worker_end().unwrap();
+    // A doorbell that already moved returns at once.
+    let seen = we.bell.doorbell();
+    mon.nudge();
+    assert_eq!(
+        we.bell.wait_doorbell_untimed(seen),
+        UntimedOutcome::Signalled
+    );
+    // Asleep, woken by the supervisor's idle ring: the doorbell moved by one, no cycle
+    // came with it, and the beat made before the nudge is visible.
+    let got = sleep_untimed_then(&we, |_, _| {
+        mon.beat_host();
+        mon.nudge();
+    });
+    assert_eq!(got, (UntimedOutcome::Signalled, 1, 0, 1));
+    // Asleep, woken by the audio thread's ring: the cycle travels with it.
+    let got = sleep_untimed_then(&we, |_, _| h.bell.ring(7));
+    assert_eq!(got, (UntimedOutcome::Signalled, 1, 7, 0));
+}
+
+static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    // Relaxed: a counter polled by the test; async-signal-safe (one atomic RMW).
+    HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs `count_signal` for `sig`, with or without `SA_RESTART`.
+fn install_counter(sig: nix::sys::signal::Signal, restart: bool) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let flags = if restart {
+        SaFlags::SA_RESTART
+    } else {
+        SaFlags::empty()
+    };
+    let action = SigAction::new(SigHandler::Handler(count_signal), flags, SigSet::empty());
+    // SAFETY: the handler only does an atomic add (async-signal-safe); only this test
+    // sends these signals, to its own threads.
+    unsafe { sigaction(sig, &action) }.expect("sigaction");
+}
+
+/// How a signal meets the untimed wait (the worker's SIGTERM flag, crates/worker): with
+/// `SA_RESTART` (signal-hook's flags) the kernel restarts the sleep after the handler, so
+/// only the next ring or nudge ends it; without, the wait returns `Interrupted`.
+fn untimed_wait_and_signal_handlers<F: Fixture>() {
+    use nix::sys::signal::Signal;
+    let _wd = Watchdog::arm("untimed_wait_signals", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let mon = host.monitor();
+    let we = w.worker_end().unwrap();
+    let send = |thread: libc::pthread_t, sig: Signal| {
+        // SAFETY: `thread` is a live thread of this process (joined only after this).
+        let rc = unsafe { libc::pthread_kill(thread, sig as libc::c_int) };
+        assert_eq!(rc, 0);
+    };
+    install_counter(Signal::SIGUSR1, true);
+    let got = sleep_untimed_then(&we, |thread, tid| {
+        // Relaxed: a counter; the handler runs on the sleeper before the wait resumes.
+        let before = HANDLED.load(std::sync::atomic::Ordering::Relaxed);
+        send(thread, Signal::SIGUSR1);
+        while HANDLED.load(std::sync::atomic::Ordering::Relaxed) == before {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The handler ran and the thread is asleep again: the kernel restarted the wait.
+        wait_until_asleep(tid);
+        mon.nudge();
+    });
+    assert_eq!(got, (UntimedOutcome::Signalled, 1, 0, 0));
+    install_counter(Signal::SIGUSR2, false);
+    let got = sleep_untimed_then(&we, |thread, _| send(thread, Signal::SIGUSR2));
+    assert_eq!(got, (UntimedOutcome::Interrupted, 0, 0, 0));
 }
 
 fn monitor_reads_worker_words<F: Fixture>() {
@@ -470,6 +599,14 @@ macro_rules! conformance {
             #[test]
             fn bell_wakes_and_times_out() {
                 super::bell_wakes_and_times_out::<$fx>();
+            }
+            #[test]
+            fn untimed_wait_is_ended_by_a_nudge_or_a_ring() {
+                super::untimed_wait_is_ended_by_a_nudge_or_a_ring::<$fx>();
+            }
+            #[test]
+            fn untimed_wait_and_signal_handlers() {
+                super::untimed_wait_and_signal_handlers::<$fx>();
             }
             #[test]
             fn monitor_reads_worker_words() {
