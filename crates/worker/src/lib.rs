@@ -63,7 +63,7 @@
 //! | `SLOTPOOL_SLOT` | required: the slot's name, `<program>:<index>`; must equal the name in the region header |
 //! | `SLOTPOOL_READY_FD` | optional: decimal fd of a pipe; the worker writes one byte `\n` and closes it when ready |
 //! | `SLOTPOOL_GO_FD` | optional: decimal fd of a pipe; the worker is a *standby*: it starts up but waits for one byte on it before it opens the region (end of file: released, exit 0) |
-//! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, only the heartbeat watch detects a lost host) |
+//! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, a host lost before the worker armed its death signal is only detected by the heartbeat watch, which runs every [`WAIT_SLICE`] until the first ring or nudge) |
 //! | `SLOTPOOL_SAMPLE_RATE` | optional: frames per second (default 48000); the region layout does not carry it |
 //!
 //! The worker, in this order:
@@ -87,12 +87,21 @@
 //! Each iteration: apply pending commands (each acknowledged by its sequence number);
 //! process every pending input block in cycle order, pushing each output block tagged with
 //! the input's cycle and publishing `done` after each (the host is woken only when it
-//! sleeps); bump `worker_heartbeat`; then wait on the doorbell futex with a bounded timeout.
-//! Commands are applied between blocks, never inside one. A block is only taken from the
-//! input ring when the output ring has room for its result (back-pressure instead of loss).
+//! sleeps); bump `worker_heartbeat`; look at the host heartbeat; then sleep on the doorbell
+//! futex. Commands are applied between blocks, never inside one. A block is only taken from
+//! the input ring when the output ring has room for its result (back-pressure instead of
+//! loss).
+//!
+//! The sleep has no timeout (plain `FUTEX_WAIT`, the cheapest wake-up there is) once the
+//! host has rung or nudged the doorbell once (until then it is bounded by [`WAIT_SLICE`]):
+//! the host promises to bump the doorbell at least every slot tick, with a cycle
+//! (`ring`) or without (the supervisor's `nudge`, docs/ABI.md "Idle rings"). So an idle
+//! worker wakes once per nudge: it beats (the host's hang watchdog judges those beats),
+//! watches the host heartbeat and sees SIGTERM, all within a slot tick (50 ms under the
+//! slotpool host, which also nudges right after it signals a worker).
 //!
 //! The host rings the doorbell after pushing input blocks, and should ring it after pushing
-//! commands too; a command pushed without a ring is still seen within [`WAIT_SLICE`].
+//! commands too; a command pushed without a ring is seen at the next ring or nudge.
 //! A command is only taken when the event ring has room for its answer, so a host that
 //! stops reading events stalls its commands instead of losing answers.
 //!
@@ -107,7 +116,12 @@
 //! | 0 | stopped on request: SIGTERM, SIGINT or the `Shutdown` command |
 //! | 1 | the region could not be opened or the host broke the protocol (message on stderr) |
 //! | 2 | started wrongly: the environment above is missing or malformed, or bad arguments |
-//! | 3 | the host is gone: parent changed at start, or `host_heartbeat` did not advance for the host timeout |
+//! | 3 | the host is gone: parent changed at start, or the host kept ringing or nudging while `host_heartbeat` stood still for the host timeout |
+//!
+//! A host that stops ringing altogether is dead, and the parent-death signal kills the
+//! worker, or stopped (SIGSTOP, a frozen cgroup), and the worker sleeps without using any
+//! CPU until it rings again; a sleep that long restarts the heartbeat watch, so a host
+//! resuming after a long stop is not taken for gone.
 //!
 //! ## Real-time rules
 //!

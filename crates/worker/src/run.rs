@@ -18,9 +18,14 @@ use crate::sys::{self, StartEnv};
 /// Default of [`RunOptions::host_timeout`].
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Longest single sleep on the doorbell. Bounds how late the loop sees SIGTERM, a stalled
-/// host heartbeat or a command pushed without a doorbell ring, and sets the idle
-/// heartbeat rate (about 50 beats per second).
+/// Longest single sleep on the doorbell until the host has rung or nudged it once (and
+/// the slice of the start-up sleeps). From the first ring or nudge on, the loop sleeps
+/// without a timeout ([`slotpool_ring::WorkerBell::wait_doorbell_untimed`]): the host
+/// promises to ring or nudge the doorbell at least every slot tick while the worker runs
+/// (docs/ABI.md "Idle rings"), and each ring or nudge is when the loop sees SIGTERM,
+/// beats, looks at the host heartbeat and takes commands pushed without a ring. Until
+/// then (a host that died before the worker armed its death signal never rings), the
+/// loop keeps watching the host heartbeat on its own, every slice.
 pub const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// Codes of `Event::Error` sent in answer to a refused command.
@@ -444,12 +449,25 @@ impl<P: Processor> Worker<P> {
     /// `process == false` (the never-ready fault) it only beats and watches.
     ///
     /// Real-time safe: no allocation, lock or logging; the only blocking call is the
-    /// bounded doorbell wait.
+    /// doorbell wait, untimed once the host has rung or nudged (see [`WAIT_SLICE`]).
+    ///
+    /// `stop` is seen at the next ring or nudge: SIGTERM's handler (signal-hook, with
+    /// `SA_RESTART`) does not end the untimed sleep, the kernel restarts it; the slotpool
+    /// supervisor nudges right after it signals a worker, and every slot tick anyway.
+    ///
+    /// The host watch: when the loop wakes and the host heartbeat has not advanced for
+    /// `host_timeout` while the host kept ringing or nudging, the host is gone
+    /// ([`Outcome::HostGone`]). A host that stops ringing altogether is dead (the
+    /// parent-death signal kills the worker) or stopped (SIGSTOP, a frozen cgroup): the
+    /// worker then sleeps, costing nothing, until the host rings again. A sleep of
+    /// `host_timeout` or longer restarts the watch, so a host that resumes after a long
+    /// stop and rings before its next beat is not taken for gone.
     pub fn run(&mut self, stop: &AtomicBool, host_timeout: Duration, process: bool) -> Outcome {
         let mut watch = HostWatch {
             beat: self.end.bell.host_heartbeat(),
             since: MonoTime::now(),
             timeout: host_timeout,
+            first_bell: Some(self.end.bell.doorbell()),
         };
         loop {
             // Every iteration runs under the allocation guard (debug builds, with
@@ -463,7 +481,7 @@ impl<P: Processor> Worker<P> {
         }
     }
 
-    /// One turn of the loop: commands, blocks, heartbeat, host watch, bounded wait.
+    /// One turn of the loop: commands, blocks, heartbeat, host watch, doorbell wait.
     fn iteration(
         &mut self,
         stop: &AtomicBool,
@@ -492,9 +510,27 @@ impl<P: Processor> Worker<P> {
                 return Some(Outcome::HostGone { still_for });
             }
         }
-        self.end
-            .bell
-            .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+        match watch.first_bell {
+            // The host has not rung or nudged yet: a bounded wait, so that the watch
+            // above still runs if it never does.
+            Some(first) if seen == first => {
+                self.end
+                    .bell
+                    .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+            }
+            _ => {
+                watch.first_bell = None;
+                // Interrupted (a handler without SA_RESTART) or Signalled: either way the
+                // next iteration looks at the stop flag, the rings and the host.
+                let _ = self.end.bell.wait_doorbell_untimed(seen);
+                let woke = MonoTime::now();
+                if woke.saturating_duration_since(now) >= watch.timeout {
+                    // Nobody rang for a whole host timeout: the host was stopped, not
+                    // gone (gone is the death signal's case). Judge it from now on.
+                    watch.since = woke;
+                }
+            }
+        }
         None
     }
 
@@ -667,6 +703,9 @@ struct HostWatch {
     beat: u64,
     since: MonoTime,
     timeout: Duration,
+    /// The doorbell as the loop first read it, until the host rings or nudges (then
+    /// `None`, and the loop's waits are untimed).
+    first_bell: Option<u32>,
 }
 
 /// A short description of a decode error for `Event::Error` (no allocation: static text).
@@ -736,6 +775,48 @@ mod tests {
             stop,
             std::thread::spawn(move || worker.run(&s, timeout, true)),
         )
+    }
+
+    /// Raises the stop flag and nudges the doorbell, as the supervisor does after it
+    /// signals a worker: the loop sees the flag at the next ring or nudge.
+    fn stop_loop(
+        stop: &AtomicBool,
+        region: &HostRegion<slotpool_ring::Heap>,
+        thread: std::thread::JoinHandle<Outcome>,
+    ) -> Outcome {
+        stop.store(true, Ordering::Relaxed);
+        region.monitor().nudge();
+        thread.join().unwrap()
+    }
+
+    /// Polls `cond` every millisecond; panics (naming `what`) after 10 s.
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let end = MonoTime::now().saturating_add(Duration::from_secs(10));
+        while !cond() {
+            assert!(MonoTime::now() < end, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Starts a loop and takes it past the host's first nudge (from then on its waits are
+    /// untimed), beating the host heartbeat meanwhile so its watch stays satisfied.
+    fn idle_loop(
+        region: &HostRegion<slotpool_ring::Heap>,
+        timeout: Duration,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<Outcome>) {
+        let mon = region.monitor();
+        let (stop, thread) = spawn_loop(gain_worker(region), timeout);
+        wait_until("the loop beats", || {
+            mon.beat_host();
+            mon.worker_heartbeat() > 0
+        });
+        let beat = mon.worker_heartbeat();
+        mon.beat_host();
+        mon.nudge();
+        wait_until("the loop answers the first nudge", || {
+            mon.worker_heartbeat() > beat
+        });
+        (stop, thread)
     }
 
     fn answer(host: &mut slotpool_ring::HostEnd, seq: u64) -> Event {
@@ -840,8 +921,7 @@ mod tests {
             Event::Ack { seq: next },
             "the next command still works"
         );
-        stop.store(true, Ordering::Relaxed);
-        assert_eq!(thread.join().unwrap(), Outcome::Stopped);
+        assert_eq!(stop_loop(&stop, &region, thread), Outcome::Stopped);
     }
 
     #[test]
@@ -874,8 +954,77 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(answer(&mut host, ok), Event::Ack { seq: ok });
+        assert_eq!(stop_loop(&stop, &region, thread), Outcome::Stopped);
+    }
+
+    #[test]
+    fn an_idle_loop_sleeps_until_a_nudge_or_ring_and_then_beats_and_sees_its_stop_flag() {
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mut host = region.host_end().unwrap();
+        let mon = region.monitor();
+        let (stop, thread) = idle_loop(&region, Duration::from_secs(30));
+        // Untimed from the first nudge on: with nothing rung, the heartbeat stands still
+        // (a 100 ms look without a beat; the loop may need one more turn to fall asleep).
+        let mut still = false;
+        for _ in 0..50 {
+            let before = mon.worker_heartbeat();
+            std::thread::sleep(Duration::from_millis(100));
+            if mon.worker_heartbeat() == before {
+                still = true;
+                break;
+            }
+        }
+        assert!(still, "an idle loop kept beating without rings or nudges");
+        // Each nudge wakes it for one turn: a beat.
+        for _ in 0..3 {
+            let before = mon.worker_heartbeat();
+            mon.beat_host();
+            mon.nudge();
+            wait_until("a nudge brings a beat", || mon.worker_heartbeat() > before);
+        }
+        // A command pushed with a ring is answered.
+        let seq = host.commands.push(Command::Ping { token: 1 }).unwrap();
+        host.bell.ring(0);
+        assert_eq!(answer(&mut host, seq), Event::Ack { seq });
+        // The stop flag alone does not end the sleep (SIGTERM's handler restarts it);
+        // the next nudge does.
         stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!thread.is_finished(), "woke without a ring or nudge");
+        mon.nudge();
         assert_eq!(thread.join().unwrap(), Outcome::Stopped);
+    }
+
+    #[test]
+    fn a_host_that_stopped_ringing_is_waited_for_but_one_that_rings_without_beating_is_gone() {
+        let timeout = Duration::from_millis(200);
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mon = region.monitor();
+        let (_stop, thread) = idle_loop(&region, timeout);
+        // The host stops entirely (SIGSTOP, say) for more than the host timeout: the
+        // loop sleeps and judges nothing.
+        std::thread::sleep(timeout * 3);
+        assert!(!thread.is_finished(), "a silent host was taken for gone");
+        // It resumes and rings before it beats (the audio thread rings first): the long
+        // sleep restarted the watch, so that is not a stalled heartbeat. Two nudges, two
+        // turns: the second beat proves the first turn judged the host alive.
+        let beat = mon.worker_heartbeat();
+        for n in 1..=2 {
+            mon.nudge();
+            wait_until("a nudge brings a beat", || {
+                mon.worker_heartbeat() >= beat + n || thread.is_finished()
+            });
+        }
+        assert!(!thread.is_finished(), "a resumed host was taken for gone");
+        // But a host that keeps ringing while its heartbeat stands still is gone.
+        wait_until("the loop ends", || {
+            mon.nudge();
+            thread.is_finished()
+        });
+        match thread.join().unwrap() {
+            Outcome::HostGone { still_for } => assert!(still_for >= timeout, "{still_for:?}"),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]

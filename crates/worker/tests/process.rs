@@ -321,7 +321,7 @@ fn shutdown_command_is_acked_then_it_exits_0() {
 }
 
 #[test]
-fn exits_3_once_the_host_heartbeat_stops_advancing() {
+fn exits_3_once_the_host_heartbeat_stops_advancing_while_it_still_rings() {
     let _dog = Watchdog::arm("host_timeout", PATIENCE * 3);
     let mut host = TestHost::new("lonely:0", stereo(64));
     let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "500ms"]);
@@ -331,7 +331,8 @@ fn exits_3_once_the_host_heartbeat_stops_advancing() {
         "{}",
         w.stderr_text()
     );
-    host.beater.stop();
+    // Nudges go on, the heartbeat stands still.
+    host.beater.set_beating(false);
     let status = w.exit_status();
     assert_eq!(status.code(), Some(3), "{}", describe(status));
     assert!(
@@ -339,6 +340,38 @@ fn exits_3_once_the_host_heartbeat_stops_advancing() {
         "{}",
         w.stderr_text()
     );
+}
+
+/// A stopped host (SIGSTOP, a frozen cgroup) neither beats nor rings: the worker sleeps
+/// in its untimed doorbell wait, judges nothing, and carries on when the host does.
+#[test]
+fn waits_for_a_host_that_stopped_ringing_and_carries_on_when_it_rings_again() {
+    let _dog = Watchdog::arm("stopped_host", PATIENCE * 3);
+    let layout = stereo(64);
+    let mut host = TestHost::new("paused:0", layout);
+    let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "300ms"]);
+    let mut out = vec![0.0; layout.output_samples()];
+    host.process(&test_input(&layout, 0), &mut out).unwrap();
+    host.beater.stop();
+    // Well past the host timeout: alive, asleep (not spinning, not exited).
+    assert!(
+        w.wait_exit(Duration::from_millis(1200)).is_none(),
+        "{}",
+        w.stderr_text()
+    );
+    assert_eq!(process_state(w.pid()), Some('S'));
+    // The host resumes: rings come first, the heartbeat after (as on the audio thread).
+    for b in 1..20 {
+        host.process(&test_input(&layout, b), &mut out).unwrap();
+    }
+    host.beater = Beater::start(host.monitor.clone());
+    assert!(
+        w.wait_exit(Duration::from_millis(600)).is_none(),
+        "{}",
+        w.stderr_text()
+    );
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.exit_status().code(), Some(0), "{}", w.stderr_text());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A minimal in-test host built on the ring crate: creates a real sealed region, spawns a
 //! real worker binary with the region fd inherited and the start-up environment set, beats
-//! the host heartbeat from a thread, and drives cycles and commands.
+//! the host heartbeat and nudges the doorbell from a thread (the supervisor's slot tick,
+//! docs/ABI.md "Idle rings"), and drives cycles and commands.
 //!
 //! Shared with `examples/worker-tremolo/tests` (included there by path).
 #![allow(dead_code)]
@@ -72,27 +73,41 @@ pub fn stereo(block_frames: u32) -> SlotLayout {
     }
 }
 
-/// Beats the host heartbeat every few milliseconds until stopped or dropped.
+/// The supervisor's slot tick in miniature: every few milliseconds, beats the host
+/// heartbeat, then nudges the doorbell (the idle ring an untimed worker relies on), until
+/// stopped or dropped.
 pub struct Beater {
     stop: Arc<AtomicBool>,
+    beating: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Beater {
     pub fn start(monitor: Monitor) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let beating = Arc::new(AtomicBool::new(true));
+        let (s, b) = (stop.clone(), beating.clone());
         let thread = std::thread::spawn(move || {
-            // Relaxed: a stop flag; nothing is published through it.
+            // Relaxed: control flags; nothing is published through them.
             while !s.load(Ordering::Relaxed) {
-                monitor.beat_host();
+                if b.load(Ordering::Relaxed) {
+                    monitor.beat_host();
+                }
+                monitor.nudge();
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
         Self {
             stop,
+            beating,
             thread: Some(thread),
         }
+    }
+
+    /// Keeps nudging but stops (or resumes) beating: a host whose heartbeat stalled
+    /// while it still rings.
+    pub fn set_beating(&self, on: bool) {
+        self.beating.store(on, Ordering::Relaxed);
     }
 
     pub fn stop(&mut self) {
