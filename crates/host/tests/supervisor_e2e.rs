@@ -504,3 +504,132 @@ fn the_host_notifies_ready_watchdog_and_stopping() {
     }
     assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
 }
+
+/// The `slotpool-worker` binary next to `slotpool` (`cargo build --workspace` builds it).
+fn worker_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("slotpool-worker");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Whether `pid` sleeps in the untimed doorbell wait: `/proc/PID/syscall` shows futex
+/// (202 on x86_64), op `FUTEX_WAIT` (0: shared, no bitset) and a null timeout.
+#[cfg(target_arch = "x86_64")]
+fn in_untimed_futex_wait(pid: i32) -> bool {
+    let Ok(line) = fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let f: Vec<&str> = line.split_whitespace().collect();
+    f.len() >= 5 && f[0] == "202" && f[2] == "0x0" && f[4] == "0x0"
+}
+
+/// A slot worker whose doorbell no cycle rings (a supervisor without an audio engine:
+/// nothing ever pushes a block) sleeps without a timeout and beats only when the
+/// supervisor's slot tick nudges it, and that keeps it RUNNING, never judged hung,
+/// far past its hang_timeout.
+#[test]
+fn an_idle_slot_worker_sleeps_untimed_and_is_never_declared_hung() {
+    use slotpool_host::config::Config;
+    use slotpool_host::control::protocol::ProgramState;
+    use slotpool_host::supervise::supervisor::Supervisor;
+
+    watchdog(Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let hang = Duration::from_millis(100);
+    let text = format!(
+        "[supervisor]\nlog_dir = \"{}\"\n[program.idle]\nmodule = \"sine\"\nstartsecs = 0\n\
+         hang_timeout = \"{}ms\"\n",
+        dir.path().join("logs").display(),
+        hang.as_millis()
+    );
+    let config = Config::parse(&text, &dir.path().join("idle.toml")).unwrap();
+    let mut sup = Supervisor::new(config, worker_bin(), Instant::now());
+    sup.start_autostart(Instant::now());
+    // The host loop in miniature: tick, poll the children's fds until the next wake-up.
+    let drive = |sup: &mut Supervisor, until: Instant| loop {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        sup.tick(now);
+        let wait = sup
+            .next_wake(now)
+            .min(until)
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(10));
+        let ready: Vec<_> = {
+            let fds = sup.poll_fds();
+            let mut pfds: Vec<_> = fds
+                .iter()
+                .map(|(fd, _)| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN))
+                .collect();
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(10);
+            let _ = nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(ms));
+            pfds.iter()
+                .zip(&fds)
+                .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, (_, t))| *t)
+                .collect()
+        };
+        for t in ready {
+            sup.on_ready(t, Instant::now());
+        }
+    };
+    let program = |sup: &Supervisor| {
+        sup.status(Instant::now())
+            .programs
+            .into_iter()
+            .find(|p| p.name == "idle:0")
+            .expect("the program is in the status")
+    };
+    let t0 = Instant::now();
+    while program(&sup).state != ProgramState::Running {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            program(&sup)
+        );
+        drive(&mut sup, Instant::now() + Duration::from_millis(10));
+    }
+    let first = program(&sup);
+    let pid = first.pid.expect("a RUNNING worker has a pid") as i32;
+    // 30 hang timeouts of idleness, ticking as the host does.
+    drive(&mut sup, Instant::now() + hang * 30);
+    let p = program(&sup);
+    assert_eq!(
+        (p.state, p.pid, p.hangs, p.restarts),
+        (ProgramState::Running, first.pid, 0, first.restarts),
+        "{p:?}"
+    );
+    // It got there by answering nudges from a sleep without a timeout.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let t0 = Instant::now();
+        while !in_untimed_futex_wait(pid) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "pid {pid} never seen in FUTEX_WAIT without a timeout: {:?}",
+                fs::read_to_string(format!("/proc/{pid}/syscall"))
+            );
+            drive(&mut sup, Instant::now() + Duration::from_millis(5));
+        }
+    }
+    // A clean stop: SIGTERM, seen at the nudge that follows it.
+    sup.begin_shutdown(Instant::now());
+    let t0 = Instant::now();
+    while !sup.shutdown_done(Instant::now()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            program(&sup)
+        );
+        drive(&mut sup, Instant::now() + Duration::from_millis(10));
+    }
+    assert!(!alive(pid), "the worker is gone after the shutdown");
+    let p = program(&sup);
+    assert_eq!(p.state, ProgramState::Stopped, "{p:?}");
+}

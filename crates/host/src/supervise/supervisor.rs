@@ -33,8 +33,12 @@ use crate::control::protocol::{
 use crate::engine::patch::slot_specs;
 use crate::engine::{FromEngine, SlotId, SlotLink, ToEngine};
 
-/// How often the supervisor bumps the host heartbeat of every slot region and checks
-/// worker heartbeats (the worker exits when the host's stands still for 2 s).
+/// How often the supervisor checks worker heartbeats, bumps the host heartbeat of every
+/// slot region and nudges its doorbell (the idle ring, docs/ABI.md "Idle rings"). Far
+/// below the worker's host timeout (2 s: 40 beats and nudges per timeout) and the default
+/// `hang_timeout` (500 ms: an idle worker answers 10 nudges per hang timeout); it is also
+/// how late an idle worker may see SIGTERM at worst (the supervisor nudges right after it
+/// signals, so it usually sees it at once).
 pub const SLOT_TICK: Duration = Duration::from_millis(50);
 /// How often open fds of children are counted for the growth warning.
 pub const FD_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -582,6 +586,13 @@ impl Supervisor {
                 c.pid
             );
         }
+        // A slot worker sleeping on its doorbell without a timeout sees its stop flag at
+        // the next ring or nudge (its SIGTERM handler does not end the sleep): nudge now
+        // rather than at the next slot tick. The signal is queued before the nudge, so
+        // the woken worker finds the flag set.
+        if let Some(slot) = &inst.slot {
+            slot.monitor.nudge();
+        }
     }
 
     /// SIGKILL to the child's whole process group.
@@ -1064,41 +1075,61 @@ impl Supervisor {
             })
     }
 
+    /// Every [`SLOT_TICK`], for every slot: judge the worker heartbeat (the hang
+    /// watchdog), then beat the host heartbeat and nudge the doorbell.
+    ///
+    /// The nudge is the host's half of the idle-ring rule (docs/ABI.md "Idle rings"): a
+    /// worker sleeps on its doorbell without a timeout, so while no cycle rings it (no
+    /// engine, the audio stopped, the slot not up yet) this nudge is what wakes it to
+    /// beat, to watch the host heartbeat and to see SIGTERM. It is a doorbell bump with a
+    /// `FUTEX_WAKE` only if the worker sleeps; with the engine cycling, it costs the worker
+    /// one extra turn of its loop per tick.
+    ///
+    /// An idle worker therefore beats once per nudge. Judging before nudging means it has
+    /// had the whole time since the previous tick to answer the previous nudge, however
+    /// late this tick runs: a healthy idle worker shows a new beat at every tick, and a
+    /// supervisor that ran late never blames the worker for the gap. The judgement has
+    /// the tick's resolution: a `hang_timeout` below `SLOT_TICK` means "did not answer
+    /// within one tick".
     fn slot_tick(&mut self, now: Instant) {
         for i in 0..self.instances.len() {
             let inst = &mut self.instances[i];
             let Some(slot) = &inst.slot else { continue };
-            // Until the engine beats it every cycle, the supervisor keeps the host
-            // heartbeat going so that workers know the host is alive.
+            let hung = inst.child.as_mut().and_then(|child| {
+                let hb = slot.monitor.worker_heartbeat();
+                let (last, since, advanced) = &mut child.beat;
+                if hb != *last {
+                    *last = hb;
+                    *since = now;
+                    *advanced = true;
+                    return None;
+                }
+                // Judged on the host's monotonic clock, never on anything the worker
+                // writes. A worker is judged once it has beaten at least once, or once
+                // RUNNING.
+                let judged = *advanced || inst.machine.state() == State::Running;
+                let timeout = inst
+                    .program
+                    .slot
+                    .as_ref()
+                    .map(|s| s.hang_timeout)
+                    .unwrap_or(Duration::MAX);
+                let stalled_for = now.saturating_duration_since(*since);
+                (judged && inst.machine.watch_for_hang() && stalled_for >= timeout).then_some((
+                    stalled_for,
+                    timeout,
+                    child.pid,
+                ))
+            });
+            // Beat first: a worker woken by the nudge sees this beat (docs/ABI.md).
             slot.monitor.beat_host();
-            let Some(child) = &mut inst.child else {
-                continue;
-            };
-            let hb = slot.monitor.worker_heartbeat();
-            let (last, since, advanced) = &mut child.beat;
-            if hb != *last {
-                *last = hb;
-                *since = now;
-                *advanced = true;
-                continue;
-            }
-            // Judged on the host's monotonic clock, never on anything the worker writes.
-            // A worker is judged once it has beaten at least once, or once RUNNING.
-            let judged = *advanced || inst.machine.state() == State::Running;
-            let timeout = inst
-                .program
-                .slot
-                .as_ref()
-                .map(|s| s.hang_timeout)
-                .unwrap_or(Duration::MAX);
-            let stalled_for = now.saturating_duration_since(*since);
-            if judged && inst.machine.watch_for_hang() && stalled_for >= timeout {
+            slot.monitor.nudge();
+            if let Some((stalled_for, timeout, pid)) = hung {
                 tracing::warn!(
-                    "{}: worker heartbeat has not advanced for {} ms (hang_timeout {} ms): killing pid {}",
+                    "{}: worker heartbeat has not advanced for {} ms (hang_timeout {} ms): killing pid {pid}",
                     inst.name,
                     stalled_for.as_millis(),
                     timeout.as_millis(),
-                    child.pid
                 );
                 self.feed(i, Event::Hung, now);
             }
