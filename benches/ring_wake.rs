@@ -2,18 +2,21 @@
 //! against an in-process futex round trip between two threads.
 //!
 //! * `ring bells xproc`: `HostBell::ring`, the worker process sleeping in
-//!   `WorkerBell::wait_doorbell` wakes and answers with `signal_done`, the host sleeping
-//!   in `HostBell::wait_done` wakes. Shared futexes on the memfd region, absolute
-//!   CLOCK_MONOTONIC deadlines, the waiting-flag protocol of docs/ABI.md.
+//!   `WorkerBell::wait_doorbell_untimed` (the worker loop's wait: `FUTEX_WAIT`, no timeout,
+//!   see docs/ABI.md "Idle rings") wakes and answers with `signal_done`, the host sleeping
+//!   in `HostBell::wait_done` (an absolute CLOCK_MONOTONIC deadline, as on the audio
+//!   thread) wakes. Shared futexes on the memfd region, the waiting-flag protocol of
+//!   docs/ABI.md.
 //! * `ring bells threads`: the same calls with the worker side on a thread of this
 //!   process (splits the cost of the process boundary from the cost of the protocol).
 //! * `futex threads (libc, private)`: the textbook in-process ping-pong written with libc
 //!   directly: two `AtomicU32` words, `FUTEX_WAIT_PRIVATE` without timeout, an
 //!   unconditional `FUTEX_WAKE_PRIVATE` after each bump. The target's reference.
-//! * `futex threads (libc, shared + deadline)`: the same ping-pong with the futex calls
-//!   the ring has to make (non-private, `FUTEX_WAIT_BITSET` with an absolute deadline):
-//!   separates what those calls cost from what the ring's protocol adds; `shared` and
-//!   `private + deadline` split that cost further.
+//! * `futex threads (libc, shared + deadline)`: the same ping-pong with non-private
+//!   futexes and `FUTEX_WAIT_BITSET` with an absolute deadline on both sides (the ring's
+//!   calls before the worker's wait lost its timeout); `shared` (non-private, no timeout
+//!   on either side) and `private + deadline` split that cost further. The ring now sits
+//!   between `shared` (its worker side) and `shared + deadline` (its host side).
 //!
 //! Each runs in two placements: the peer pinned to the other CPU (cross-core) and to the
 //! bench's own CPU (same-core).
@@ -62,7 +65,9 @@ fn layout() -> SlotLayout {
 // ---------------------------------------------------------------- ring bells
 
 /// The worker side: answers every ring with `signal_done`, after checking that the host
-/// rang for the next cycle. Exits when rung for `STOP_CYCLE`.
+/// rang for the next cycle. Exits when rung for `STOP_CYCLE`. Sleeps untimed, as the
+/// worker loop does: the host rings for every round trip and for the stop, and a peer
+/// process whose host dies is killed by its death signal.
 ///
 /// It compares the host's cycle word with the last cycle it answered instead of trusting
 /// its first look at the doorbell: the host may ring before this side starts.
@@ -85,7 +90,7 @@ fn bell_echo(bell: &WorkerBell) -> Result<(), String> {
             bell.signal_done();
             continue;
         }
-        let _ = bell.wait_doorbell(seen, MonoTime::now() + Duration::from_millis(200));
+        let _ = bell.wait_doorbell_untimed(seen);
     }
 }
 
