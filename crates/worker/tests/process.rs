@@ -349,13 +349,15 @@ fn waits_for_a_host_that_stopped_ringing_and_carries_on_when_it_rings_again() {
     let _dog = Watchdog::arm("stopped_host", PATIENCE * 3);
     let layout = stereo(64);
     let mut host = TestHost::new("paused:0", layout);
-    let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "300ms"]);
+    // A host timeout long enough that the resumed host below (rings first, then a
+    // beater thread that must get going) is never judged gone on a loaded box.
+    let mut w = host.spawn_ready(exe(), &["--module", "sine", "--host-timeout", "1s"]);
     let mut out = vec![0.0; layout.output_samples()];
     host.process(&test_input(&layout, 0), &mut out).unwrap();
     host.beater.stop();
     // Well past the host timeout: alive, asleep (not spinning, not exited).
     assert!(
-        w.wait_exit(Duration::from_millis(1200)).is_none(),
+        w.wait_exit(Duration::from_millis(2500)).is_none(),
         "{}",
         w.stderr_text()
     );
