@@ -1774,7 +1774,22 @@ fn describe(inst: &Instance, state: State) -> String {
         Some(Cause::ExpectedExit { code }) => format!("exit status {code}; expected"),
         Some(Cause::UnexpectedExit { code }) => format!("exit status {code}; not expected"),
         Some(Cause::Crash { signal }) => {
-            format!("terminated by SIG{}; not expected", signal_name(signal))
+            let why = match (signal, inst.rt) {
+                (libc::SIGXCPU, Some(WorkerRt::Applied(r))) => format!(
+                    " (RLIMIT_RTTIME: it ran {} ms at real-time priority without blocking)",
+                    r.rttime_soft_us / 1000
+                ),
+                (libc::SIGKILL, Some(WorkerRt::Applied(r))) => format!(
+                    " (not by the host: the OOM killer, a kill -9, or RLIMIT_RTTIME's hard \
+                     limit of {} ms at real-time priority without blocking)",
+                    r.rttime_hard_us / 1000
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "terminated by SIG{}; not expected{why}",
+                signal_name(signal)
+            )
         }
         Some(Cause::Hang) => {
             let t = inst
