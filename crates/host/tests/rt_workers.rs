@@ -1,8 +1,9 @@
 //! Real-time slot workers (`[engine] worker_realtime`) with the real `slotpool run
 //! --backend null` binary, real worker processes and real signals:
 //!
-//! 1. Slot workers run SCHED_FIFO one below the audio thread, what they fork runs at
-//!    normal priority (SCHED_RESET_ON_FORK), plain programs are untouched.
+//! 1. Slot workers (and hot standbys) run SCHED_FIFO one below the audio thread, what
+//!    they fork runs at normal priority (SCHED_RESET_ON_FORK), plain programs are
+//!    untouched.
 //! 2. A slot worker spinning at real-time priority is stopped by RLIMIT_RTTIME
 //!    (SIGXCPU), restarted, and the engine cycles on its fallback meanwhile; the
 //!    healthy slot next to it keeps its blocks.
@@ -203,6 +204,7 @@ fn slot_workers_run_fifo_below_the_audio_thread_and_what_they_fork_does_not() {
     let _dog = watchdog(Duration::from_secs(120));
     let body = engine("realtime = true")
         + &slot("a", &sine(220, "--fault fork-child"), 0, "")
+        + &slot("b", &sine(330, ""), 1, "standby = true\n")
         + "[program.helper]\ncommand = \"sleep 1000\"\n";
     let host = Host::start(&body, &[]);
     let a = host.wait_for("a:0", "RUNNING", running);
@@ -239,6 +241,34 @@ fn slot_workers_run_fifo_below_the_audio_thread_and_what_they_fork_does_not() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(sched_of(i64::from(grandchild)), Some((0, 0)));
+    // A hot standby is a slot worker too: parked at SCHED_FIFO, and when it takes over
+    // a killed worker, status reports its scheduling.
+    let b = host.wait_for("b:0", "up with a standby", |p| {
+        running(p)
+            && p["standby_pid"]
+                .as_i64()
+                .is_some_and(|s| Some(s) != p["pid"].as_i64())
+    });
+    let (b_pid, standby) = (
+        b["pid"].as_i64().unwrap(),
+        b["standby_pid"].as_i64().unwrap(),
+    );
+    assert_eq!(sched_of(standby), Some((1, WORKER_PRIO)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let b = host.wait_for("b:0", "taken over by its standby", |p| {
+        running(p) && p["pid"].as_i64() == Some(standby)
+    });
+    assert_eq!(
+        b["realtime"], "SCHED_FIFO 69, RLIMIT_RTTIME 200/400 ms",
+        "{b}"
+    );
+    assert!(host.log().contains(&format!(
+        "spawned: 'b:0' with pid {standby} (the standby takes over), SCHED_FIFO {WORKER_PRIO}"
+    )));
 }
 
 #[test]
