@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Test 6 of the engine issue against a JACK server this script owns: starts
-# `jackd -d dummy -r 48000 -p 256` under a unique name, runs the JACK tests with
+# `jackd -d dummy -r 48000 -p 256` under a fixed name, runs the JACK tests with
 # JACK_DEFAULT_SERVER / SLOTPOOL_JACK_SERVER naming it, and always kills it again.
 # Without this script the tests start their own server the same way.
 set -euo pipefail
@@ -24,4 +24,6 @@ fi
 echo "jack-test: JACK server '$name' up (pid $jack_pid)"
 
 export JACK_DEFAULT_SERVER="$name" SLOTPOOL_JACK_SERVER="$name" JACK_NO_START_SERVER=1
-cargo test -p slotpool-host --features jack --test audio_jack -- --nocapture
+# audio_jack: the cpal JACK backend itself; run_jack: `slotpool run` with 4 slots for
+# 10 s through it, 0 device xruns and 0 late blocks (issue #6, test 6).
+cargo test -p slotpool-host --features jack --test audio_jack --test run_jack -- --nocapture

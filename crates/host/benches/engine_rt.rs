@@ -217,6 +217,10 @@ impl Ours {
             region_fd: Some(slot.region.fd().as_raw_fd()),
             sample_rate: Some(RATE),
             standby,
+            // Workers at normal priority, as in the runs docs/PERFORMANCE-engine.md
+            // reports (`slotpool run` now puts them at SCHED_FIFO 69 by default; not
+            // re-measured here).
+            rt: None,
         })
         .unwrap()
     }

@@ -183,6 +183,42 @@ fn init_logging(json: bool) {
     }
 }
 
+/// `check`'s realtime line: what the audio thread and the slot workers ask for.
+fn realtime_line(e: &crate::config::EngineConfig) -> String {
+    use crate::config::WorkerRealtime;
+    let audio = match e.realtime {
+        Some(p) => format!("audio thread SCHED_FIFO {p}"),
+        None => "audio thread at normal priority".to_string(),
+    };
+    let workers = match (e.worker_realtime, e.realtime) {
+        (WorkerRealtime::Off, _) => "slot workers at normal priority".to_string(),
+        (WorkerRealtime::Priority(p), _) => format!("slot workers SCHED_FIFO {p}"),
+        (WorkerRealtime::BelowAudio, Some(p)) => format!(
+            "slot workers one below the audio thread (SCHED_FIFO {}; under JACK, one below \
+             the server's process thread)",
+            p.saturating_sub(1).max(1)
+        ),
+        (WorkerRealtime::BelowAudio, None) => {
+            "slot workers one below the audio thread (normal priority unless the audio \
+             server makes it real-time, as JACK does)"
+                .to_string()
+        }
+    };
+    let period =
+        std::time::Duration::from_secs_f64(f64::from(e.block_frames) / f64::from(e.sample_rate));
+    let (soft, hard) = crate::supervise::sched::rttime_limits(period, None);
+    let bound = if e.worker_realtime == WorkerRealtime::Off {
+        String::new()
+    } else {
+        format!(
+            ", RLIMIT_RTTIME {}/{} ms when real-time",
+            soft / 1000,
+            hard / 1000
+        )
+    };
+    format!("{audio}; {workers}{bound}")
+}
+
 /// What `slotpool check` prints for a valid config.
 pub fn write_check(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
     writeln!(out, "{}: OK", c.path.display())?;
@@ -196,6 +232,7 @@ pub fn write_check(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
         e.backend,
         e.deadline * 100.0
     )?;
+    writeln!(out, "realtime: {}", realtime_line(e))?;
     writeln!(out, "logs: {}", c.log_dir().display())?;
     writeln!(out, "programs ({}):", c.programs.len())?;
     for p in &c.programs {

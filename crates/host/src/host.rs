@@ -23,6 +23,9 @@ use crate::supervise::engine_link::EngineLink;
 use crate::supervise::supervisor::{HostRequest, Supervisor, Token, worker_bin};
 use crate::supervise::sys;
 
+/// How long start-up waits for the audio thread's first cycle before it starts workers.
+const FIRST_CYCLE_WAIT: Duration = Duration::from_secs(2);
+
 /// What the command line adds to the config for `slotpool run`.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -57,6 +60,15 @@ fn start_audio(config: &Config, opts: &RunOptions) -> Result<Option<(LiveAudio, 
     // `auto` fell back to the null clock: one line, as is.
     eprint!("{notice}");
     let live = live.context("cannot start the audio backend")?;
+    // Slot workers run one real-time priority below the audio thread, and which
+    // priority that is is settled by the audio thread's first cycle (under JACK the
+    // server chose it). Let that cycle happen before any worker starts; bounded, since
+    // a stream that never calls back is the backend's problem, not the supervisor's.
+    let stats = live.running().stats();
+    let until = Instant::now() + FIRST_CYCLE_WAIT;
+    while stats.blocks() == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let backend = live.running().describe();
     tracing::info!(
         "audio: {backend}; realtime {}{}",

@@ -181,9 +181,26 @@ fn window(server: &str, attempt: u32) -> (u64, Vec<u64>) {
     );
     let xruns = after.0 - before.0;
     let late: Vec<u64> = after.1.iter().zip(&before.1).map(|(a, b)| a - b).collect();
+    let workers: Vec<String> = end["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {} us last block, {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["process_time_us"].as_f64().unwrap_or(f64::NAN),
+                p["realtime"].as_str().unwrap_or("no realtime field")
+            )
+        })
+        .collect();
     println!(
-        "attempt {attempt}: backend {}, realtime {}, device xruns {xruns} (total {}), late blocks per slot {late:?}, cycle time {}",
-        end["host"]["backend"], end["host"]["realtime"], after.0, end["host"]["cycle_time_us"]
+        "attempt {attempt}: backend {}, realtime {}, device xruns {xruns} (total {}), late blocks per slot {late:?}, cycle time {}\n  workers: {}",
+        end["host"]["backend"],
+        end["host"]["realtime"],
+        after.0,
+        end["host"]["cycle_time_us"],
+        workers.join("; ")
     );
     drop(host);
     (xruns, late)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use values::{AutoRestart, ByteSize, CpuPercent, SignalName};
+pub use values::{AutoRestart, ByteSize, CpuPercent, SignalName, WorkerRealtime};
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +55,8 @@ pub struct EngineConfig {
     pub deadline: f64,
     /// SCHED_FIFO priority of the audio thread, `None` for normal scheduling.
     pub realtime: Option<u8>,
+    /// How slot workers are scheduled (default: one below the audio thread).
+    pub worker_realtime: WorkerRealtime,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
             device: None,
             deadline: 0.75,
             realtime: None,
+            worker_realtime: WorkerRealtime::BelowAudio,
         }
     }
 }

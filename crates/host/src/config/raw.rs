@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::values::{
     AutoRestart, ByteSize, CpuPercent, FatalRetry, Millis, Realtime, SignalName, Umask,
+    WorkerRealtime,
 };
 
 type S<T> = Option<Spanned<T>>;
@@ -34,6 +35,7 @@ pub(crate) struct RawEngine {
     pub device: S<String>,
     pub deadline: S<f64>,
     pub realtime: S<Realtime>,
+    pub worker_realtime: S<WorkerRealtime>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -152,3 +152,38 @@ fn split_command_refuses_open_quotes() {
         vec!["a", "x\"y", ""]
     );
 }
+
+#[test]
+fn worker_realtime_defaults_to_one_below_the_audio_thread_and_takes_false_or_a_priority() {
+    let engine = |body: &str| parse(&format!("[engine]\n{body}")).map(|c| c.engine.worker_realtime);
+    assert_eq!(engine(""), Ok(WorkerRealtime::BelowAudio));
+    assert_eq!(
+        engine("worker_realtime = true\n"),
+        Ok(WorkerRealtime::BelowAudio)
+    );
+    assert_eq!(engine("worker_realtime = false\n"), Ok(WorkerRealtime::Off));
+    assert_eq!(
+        engine("realtime = 80\nworker_realtime = 60\n"),
+        Ok(WorkerRealtime::Priority(60))
+    );
+    // Without `realtime` there is nothing to stay below: any priority is the user's call.
+    assert_eq!(
+        engine("worker_realtime = 90\n"),
+        Ok(WorkerRealtime::Priority(90))
+    );
+    let e = err("[engine]\nworker_realtime = 0\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "engine.worker_realtime"));
+    assert!(e.message.contains("0 is out of range"), "{e}");
+    let e = err("[engine]\nworker_realtime = \"high\"\n");
+    assert_eq!(e.key, "engine.worker_realtime");
+    let e = err("[engine]\nrealtime = 70\nworker_realtime = 70\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "engine.worker_realtime"));
+    assert!(
+        e.message
+            .contains("not below the audio thread's realtime = 70"),
+        "{e}"
+    );
+    assert!(e.message.contains("use 1 to 69"), "{e}");
+    let e = err("[engine]\nworkers_realtime = true\n");
+    assert!(e.message.contains("did you mean `worker_realtime`"), "{e}");
+}

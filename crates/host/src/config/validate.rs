@@ -12,7 +12,7 @@ use super::values::SignalName;
 use super::{
     AutoRestart, Backend, Config, ControlConfig, DEFAULT_HANG_TIMEOUT, Endpoint, EngineConfig,
     Fallback, Launch, LogConfig, LogTarget, ProgramConfig, RouteConfig, SlotConfig, SlotMode,
-    SupervisorConfig, split_command,
+    SupervisorConfig, WorkerRealtime, split_command,
 };
 
 /// Every key `[program.NAME]` accepts, for "did you mean" hints.
@@ -274,6 +274,27 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
     }
     if let Some(v) = &r.realtime {
         e.realtime = v.get_ref().0;
+    }
+    if let Some(v) = &r.worker_realtime {
+        match (*v.get_ref(), e.realtime) {
+            (WorkerRealtime::Priority(w), Some(audio)) if w >= audio => rep.error(
+                v.span(),
+                "engine.worker_realtime",
+                format!(
+                    "{w} is not below the audio thread's realtime = {audio}: a worker at or above \
+                     the audio thread can hold up the cycle that waits for it; {}",
+                    if audio > 1 {
+                        format!(
+                            "use 1 to {}, or true for one below the audio thread",
+                            audio - 1
+                        )
+                    } else {
+                        "raise realtime, or use true (workers then share priority 1)".to_string()
+                    }
+                ),
+            ),
+            (w, _) => e.worker_realtime = w,
+        }
     }
     e
 }

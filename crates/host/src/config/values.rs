@@ -346,6 +346,52 @@ impl<'de> Deserialize<'de> for Realtime {
     }
 }
 
+/// `[engine] worker_realtime = true | false | <priority 1..=99>`: how slot workers are
+/// scheduled. Left out, it is `true`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerRealtime {
+    /// `true` (the default): SCHED_FIFO one below the audio thread's real-time priority
+    /// (the one it actually got: `realtime`, or what JACK gave its process thread), so
+    /// the audio thread always preempts its workers; normal scheduling when the audio
+    /// thread has no real-time priority.
+    #[default]
+    BelowAudio,
+    /// `false`: normal scheduling.
+    Off,
+    /// SCHED_FIFO at this priority, whatever the audio thread runs at.
+    Priority(u8),
+}
+
+impl<'de> Deserialize<'de> for WorkerRealtime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str =
+            "true (one below the audio thread), false, or a SCHED_FIFO priority from 1 to 99";
+        impl Visitor<'_> for V {
+            type Value = WorkerRealtime;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<WorkerRealtime, E> {
+                Ok(if v {
+                    WorkerRealtime::BelowAudio
+                } else {
+                    WorkerRealtime::Off
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerRealtime, E> {
+                match u8::try_from(v) {
+                    Ok(p) if (1..=99).contains(&p) => Ok(WorkerRealtime::Priority(p)),
+                    _ => Err(E::custom(format!(
+                        "{v} is out of range; expected {EXPECTED}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `fatal_retry = false | true | <initial seconds>`: re-probe a FATAL program on a slow
 /// exponential timer (the interval doubles after each failed probe, up to one hour).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

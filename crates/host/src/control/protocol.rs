@@ -409,6 +409,11 @@ pub struct ProgramStatus {
     /// The pid of the slot's parked standby worker (`standby = true`), if one is up.
     #[serde(default)]
     pub standby_pid: Option<u32>,
+    /// How the live slot worker is scheduled: `SCHED_FIFO 69, RLIMIT_RTTIME 200/400 ms`,
+    /// or `off (…)` / `off: SCHED_FIFO 69 refused: …` with the reason; `null` for plain
+    /// programs and slots without a live worker.
+    #[serde(default)]
+    pub realtime: Option<String>,
 }
 
 impl ProgramStatus {
@@ -434,6 +439,7 @@ impl ProgramStatus {
             fallback_blocks: None,
             quarantines: None,
             standby_pid: None,
+            realtime: None,
         }
     }
 

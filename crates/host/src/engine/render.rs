@@ -232,6 +232,8 @@ impl Workers {
                 region_fd: Some(region.fd().as_raw_fd()),
                 sample_rate: None,
                 standby: false,
+                // Offline: no clock and no deadline, so nothing to preempt for.
+                rt: None,
             })
             .map_err(|e| anyhow::anyhow!("slot {}: {e}", spec.name))?;
             let monitor = region.monitor();

@@ -5,6 +5,7 @@ pub mod engine_link;
 pub mod limits;
 pub mod logs;
 pub mod machine;
+pub mod sched;
 pub mod spawn;
 pub mod supervisor;
 pub mod sys;

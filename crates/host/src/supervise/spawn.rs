@@ -7,12 +7,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 
 use super::limits::LimitPlan;
 use super::logs::LogPipe;
+use super::sched::{RtRequest, RtStep};
 use super::sys;
 use crate::config::{Launch, ProgramConfig};
 
@@ -50,6 +53,9 @@ pub struct SpawnSpec<'a> {
     /// Start it as a standby: with a go pipe (`SLOTPOOL_GO_FD`) it waits on before it
     /// touches the region. Slot programs only.
     pub standby: bool,
+    /// Real-time scheduling for a slot worker (see [`super::sched`]); `None` leaves the
+    /// child at the host's normal scheduling.
+    pub rt: Option<RtRequest>,
 }
 
 /// A freshly spawned, unreaped child.
@@ -68,6 +74,9 @@ pub struct SpawnedChild {
     pub ready: Option<OwnedFd>,
     /// Write end of its go pipe (standbys): one byte sends it in, closing it releases it.
     pub go: Option<OwnedFd>,
+    /// When [`SpawnSpec::rt`] was asked for and not applied: which step failed and why
+    /// (the child runs at normal priority).
+    pub rt_refused: Option<(RtStep, Errno)>,
 }
 
 /// The executable and arguments of `spec`.
@@ -153,6 +162,21 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
     let rlimit_as = spec.limits.rlimit_as;
     let cgroup_procs: Option<RawFd> = spec.limits.cgroup.as_ref().map(|g| g.procs.as_raw_fd());
     let region = spec.region_fd;
+    // The child reports a refused real-time request through this pipe (one 5-byte
+    // write: step, errno), so that a refusal never fails the start.
+    let mut rt_refused = None;
+    let report = match spec.rt {
+        Some(_) => match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                rt_refused = Some((RtStep::Report, e));
+                None
+            }
+        },
+        None => None,
+    };
+    let rt = report.as_ref().and(spec.rt);
+    let report_w: Option<RawFd> = report.as_ref().map(|(_, w)| w.as_raw_fd());
     let hook = move || -> io::Result<()> {
         // Only async-signal-safe calls from here to exec: each is one syscall, no
         // allocation, no lock (the parent may have had other threads mid-malloc).
@@ -173,6 +197,16 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         if let Some(limit) = rlimit_as {
             setrlimit(Resource::RLIMIT_AS, limit, limit)?;
         }
+        if let (Some(rt), Some(w)) = (rt, report_w)
+            && let Err((step, errno)) =
+                sys::enter_realtime(rt.priority, rt.rttime_soft_us, rt.rttime_hard_us)
+        {
+            // Not an error of the spawn: the worker runs at normal priority. If even the
+            // report cannot be written, the host sees an applied request: a 5-byte write
+            // to an empty pipe cannot fail short of a broken pipe.
+            let e = (errno as i32).to_le_bytes();
+            let _ = sys::write_raw(w, &[step.code(), e[0], e[1], e[2], e[3]]);
+        }
         // Nothing above stdio survives the exec except what is handed over below.
         sys::cloexec_from(sys::REGION_FD)?;
         if let Some(fd) = region {
@@ -188,11 +222,18 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
     };
     // SAFETY: the hook runs in the forked child before exec and only makes
     // async-signal-safe calls (pthread_sigmask, signal, prctl, getppid, write, umask,
-    // setrlimit, close_range, fcntl, dup2); it captures only Copy values and allocates nothing.
+    // setrlimit, sched_setscheduler, close_range, fcntl, dup2); it captures only Copy
+    // values and allocates nothing.
     unsafe { cmd.pre_exec(hook) };
 
     let mut child = cmd.spawn().map_err(|e| spawn_error(&exe, &e))?;
     let pid = child.id() as i32;
+    if let Some((r, w)) = report {
+        // spawn() returned after the exec: the child's copy of `w` is closed and its
+        // report, if any, is in the pipe.
+        drop(w);
+        rt_refused = read_rt_report(&r);
+    }
     let pidfd = match sys::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => {
@@ -233,7 +274,24 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         stderr,
         ready,
         go,
+        rt_refused,
     })
+}
+
+/// The child's report of a refused real-time request: `None` when it wrote nothing
+/// (applied).
+fn read_rt_report(r: &OwnedFd) -> Option<(RtStep, Errno)> {
+    let mut buf = [0u8; 5];
+    match nix::unistd::read(r, &mut buf) {
+        Ok(5) => {
+            let step = RtStep::from_code(buf[0])?;
+            let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            Some((step, Errno::from_raw(errno)))
+        }
+        // Nothing written (EOF, or EAGAIN while a concurrent fork elsewhere still holds
+        // a copy of the write end): the child made no report.
+        _ => None,
+    }
 }
 
 fn spawn_error(exe: &Path, e: &io::Error) -> String {

@@ -22,6 +22,7 @@ use super::engine_link::{ENGINE_FAST_POLL, ENGINE_POLL, EngineLink, Phase};
 use super::limits::{self, CgroupRoot, LimitPlan};
 use super::logs::{Drain, LogPipe, RotatingLog};
 use super::machine::{Action, Cause, ChildPhase, Event, Exit, Machine, Policy, Reason, State};
+use super::sched::{self, WorkerRt};
 use super::spawn::{self, SpawnSpec};
 use super::sys;
 use crate::config::{Config, ProgramConfig, Stream};
@@ -98,6 +99,8 @@ struct Standby {
     go: OwnedFd,
     /// Killed by us (no longer wanted): its exit is not a failure.
     released: bool,
+    /// How it was scheduled at spawn; the slot's once it takes over.
+    rt: Option<WorkerRt>,
 }
 
 /// A slot's region, kept across restarts of its worker.
@@ -141,6 +144,8 @@ struct Instance {
     standby_failures: u32,
     standby_next: Instant,
     limits: LimitPlan,
+    /// How the last worker of a slot was scheduled (`None` for plain programs).
+    rt: Option<WorkerRt>,
     spawn_error: Option<String>,
     /// Being removed by a reload: dropped once down.
     removing: bool,
@@ -334,6 +339,7 @@ impl Supervisor {
                 standby_failures: 0,
                 standby_next: self.started,
                 limits,
+                rt: None,
                 spawn_error: None,
                 removing: false,
             };
@@ -462,6 +468,7 @@ impl Supervisor {
             return self.spawn_failed(i, e);
         }
         let inst = &self.instances[i];
+        let rt_plan = inst.program.slot.as_ref().map(|_| self.worker_rt_plan());
         let spec = SpawnSpec {
             program: &inst.program,
             instance: &inst.name,
@@ -476,16 +483,20 @@ impl Supervisor {
                 .as_ref()
                 .map(|_| self.config.engine.sample_rate),
             standby: false,
+            rt: rt_plan.and_then(Result::ok),
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
+                let rt = rt_plan.map(|p| sched::outcome(p, c.rt_refused));
                 let beat = inst
                     .slot
                     .as_ref()
                     .map(|s| s.monitor.worker_heartbeat())
                     .unwrap_or(0);
-                tracing::info!("spawned: '{}' with pid {}", inst.name, c.pid);
+                tracing::info!("spawned: '{}' with pid {}{}", inst.name, c.pid, rt_note(rt));
+                warn_rt_refusal(inst, rt);
                 let inst = &mut self.instances[i];
+                inst.rt = rt;
                 inst.spawn_error = None;
                 if let Some(slot) = &mut inst.slot {
                     slot.phase = Phase::Starting;
@@ -504,6 +515,20 @@ impl Supervisor {
             }
             Err(e) => self.spawn_failed(i, e),
         }
+    }
+
+    /// What to ask for a slot worker spawned now: it follows the audio thread's
+    /// current real-time state (before the engine runs: what `realtime` asks for).
+    fn worker_rt_plan(&self) -> Result<sched::RtRequest, WorkerRt> {
+        let e = &self.config.engine;
+        let audio = self
+            .engine
+            .as_ref()
+            .and_then(|l| l.audio.as_ref())
+            .map(|a| a.realtime())
+            .unwrap_or(crate::audio::RtState::requested(e.realtime));
+        let period = Duration::from_secs_f64(f64::from(e.block_frames) / f64::from(e.sample_rate));
+        sched::plan(e.worker_realtime, audio, period, sched::host_rttime_hard())
     }
 
     fn spawn_failed(&mut self, i: usize, e: String) -> Event {
@@ -654,7 +679,9 @@ impl Supervisor {
             inst.standby = Some(sb);
             return None;
         }
-        let Standby { mut child, go, .. } = sb;
+        let Standby {
+            mut child, go, rt, ..
+        } = sb;
         drop(go);
         let beat = inst
             .slot
@@ -663,10 +690,13 @@ impl Supervisor {
             .unwrap_or(0);
         child.beat = (beat, now, false);
         tracing::info!(
-            "spawned: '{}' with pid {} (the standby takes over)",
+            "spawned: '{}' with pid {} (the standby takes over){}",
             inst.name,
-            child.pid
+            child.pid,
+            rt_note(rt)
         );
+        warn_rt_refusal(inst, rt);
+        inst.rt = rt;
         inst.spawn_error = None;
         inst.standby_failures = 0;
         if let Some(slot) = &mut inst.slot {
@@ -724,6 +754,7 @@ impl Supervisor {
 
     fn spawn_standby(&mut self, i: usize, now: Instant) {
         let inst = &self.instances[i];
+        let rt_plan = self.worker_rt_plan();
         let spec = SpawnSpec {
             program: &inst.program,
             instance: &inst.name,
@@ -734,6 +765,7 @@ impl Supervisor {
             region_fd: inst.slot.as_ref().map(|s| s.region.fd().as_raw_fd()),
             sample_rate: Some(self.config.engine.sample_rate),
             standby: true,
+            rt: rt_plan.ok(),
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
@@ -756,6 +788,7 @@ impl Supervisor {
                     },
                     go,
                     released: false,
+                    rt: Some(sched::outcome(rt_plan, c.rt_refused)),
                 });
             }
             Err(e) => {
@@ -1595,6 +1628,14 @@ impl Supervisor {
                 s.exit_status = exit_status(inst);
                 s.limits = inst.limits.status.clone();
                 s.description = describe(inst, inst.machine.state());
+                if inst.child.is_some()
+                    && let Some(rt) = inst.rt
+                {
+                    s.realtime = Some(rt.to_string());
+                    if let Some(problem) = rt.problem() {
+                        s.description = format!("{}; {problem}", s.describe());
+                    }
+                }
                 if inst.machine.child() == ChildPhase::Pending {
                     s.description = "waiting for the global spawn-rate cap".into();
                 }
@@ -1716,6 +1757,25 @@ fn protocol_state(s: State) -> ProgramState {
     }
 }
 
+/// `, SCHED_FIFO 69` for the spawn log line of a real-time worker.
+fn rt_note(rt: Option<WorkerRt>) -> String {
+    match rt {
+        Some(WorkerRt::Applied(r)) => format!(", SCHED_FIFO {}", r.priority),
+        _ => String::new(),
+    }
+}
+
+/// Warns of a refused real-time request once per slot (again only if the reason
+/// changes); `inst.rt` is the previous worker's.
+fn warn_rt_refusal(inst: &Instance, rt: Option<WorkerRt>) {
+    if let Some(r) = rt
+        && matches!(r, WorkerRt::Refused { .. })
+        && inst.rt != Some(r)
+    {
+        tracing::warn!("{}: real-time scheduling {r}", inst.name);
+    }
+}
+
 fn exit_status(inst: &Instance) -> Option<ExitStatus> {
     if let (Some(e), Reason::SpawnFailed | Reason::TooManyRetries) =
         (&inst.spawn_error, inst.machine.reason())
@@ -1745,7 +1805,22 @@ fn describe(inst: &Instance, state: State) -> String {
         Some(Cause::ExpectedExit { code }) => format!("exit status {code}; expected"),
         Some(Cause::UnexpectedExit { code }) => format!("exit status {code}; not expected"),
         Some(Cause::Crash { signal }) => {
-            format!("terminated by SIG{}; not expected", signal_name(signal))
+            let why = match (signal, inst.rt) {
+                (libc::SIGXCPU, Some(WorkerRt::Applied(r))) => format!(
+                    " (RLIMIT_RTTIME: it ran {} ms at real-time priority without blocking)",
+                    r.rttime_soft_us / 1000
+                ),
+                (libc::SIGKILL, Some(WorkerRt::Applied(r))) => format!(
+                    " (not by the host: the OOM killer, a kill -9, or RLIMIT_RTTIME's hard \
+                     limit of {} ms at real-time priority without blocking)",
+                    r.rttime_hard_us / 1000
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "terminated by SIG{}; not expected{why}",
+                signal_name(signal)
+            )
         }
         Some(Cause::Hang) => {
             let t = inst

@@ -1,12 +1,18 @@
 //! The host's few process syscalls that have no safe wrapper: pidfd_open,
-//! pidfd_send_signal, close_range, and the fd reservation that keeps fd 3 and 4 free
-//! for handing over. Everything else goes through `nix`'s safe wrappers.
+//! pidfd_send_signal, close_range, sched_setscheduler, and the fd reservation that
+//! keeps fd 3 and 4 free for handing over. Everything else goes through `nix`'s safe
+//! wrappers.
 //!
 //! Functions marked "async-signal-safe" may run in a forked child before exec: they
 //! make one raw syscall each and never allocate or lock.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::resource::{Resource, setrlimit};
+
+use super::sched::RtStep;
 
 /// The fd number a slot's region is handed over as (`SLOTPOOL_REGION_FD`).
 pub const REGION_FD: RawFd = 3;
@@ -151,4 +157,24 @@ pub fn reset_signals() -> io::Result<()> {
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     Ok(())
+}
+
+/// In a forked child before exec: RLIMIT_RTTIME to `soft_us`/`hard_us` first (so the
+/// process is never real-time without the kernel's bound), then SCHED_FIFO at
+/// `priority` with SCHED_RESET_ON_FORK (children and threads it creates start at normal
+/// priority). Both survive the exec. On failure, says which step and why; nothing
+/// after a failed step is attempted. Async-signal-safe: two syscalls, no allocation.
+pub fn enter_realtime(priority: u8, soft_us: u64, hard_us: u64) -> Result<(), (RtStep, Errno)> {
+    setrlimit(Resource::RLIMIT_RTTIME, soft_us, hard_us).map_err(|e| (RtStep::Rlimit, e))?;
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is a valid, initialised sched_param that outlives the call; pid 0
+    // is the calling (only) thread of the forked child. The call reads `param` only.
+    let rc = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    Errno::result(rc)
+        .map(drop)
+        .map_err(|e| (RtStep::Scheduler, e))
 }
