@@ -36,6 +36,7 @@ use slotpool_host::config::{Backend, Config};
 use slotpool_host::engine::patch::{build_patch, slot_specs};
 use slotpool_host::engine::{EngineSettings, FromEngine, Pacing, ToEngine, engine};
 use slotpool_host::supervise::limits::LimitPlan;
+use slotpool_host::supervise::sched::RtRequest;
 use slotpool_host::supervise::spawn::{SpawnSpec, SpawnedChild, spawn};
 use slotpool_host::supervise::sys;
 use slotpool_ring::{HostRegion, Memfd, Monitor, SlotLayout, WorkerState};
@@ -217,10 +218,9 @@ impl Ours {
             region_fd: Some(slot.region.fd().as_raw_fd()),
             sample_rate: Some(RATE),
             standby,
-            // Workers at normal priority, as in the runs docs/PERFORMANCE-engine.md
-            // reports (`slotpool run` now puts them at SCHED_FIFO 69 by default; not
-            // re-measured here).
-            rt: None,
+            // As `slotpool run` does by default: SCHED_FIFO one below the audio thread,
+            // bounded by RLIMIT_RTTIME; `SLOTPOOL_BENCH_WORKER_RT=0` for normal priority.
+            rt: worker_rt(),
         })
         .unwrap()
     }
@@ -518,6 +518,16 @@ fn jack_child(arg: &str) {
     );
 }
 
+/// The workers' scheduling: SCHED_FIFO one below the audio thread unless
+/// `SLOTPOOL_BENCH_WORKER_RT=0`.
+fn worker_rt() -> Option<RtRequest> {
+    (std::env::var("SLOTPOOL_BENCH_WORKER_RT").as_deref() != Ok("0")).then_some(RtRequest {
+        priority: FIFO_PRIORITY - 1,
+        rttime_soft_us: 200_000,
+        rttime_hard_us: 400_000,
+    })
+}
+
 fn main() {
     if let Ok(arg) = std::env::var(JACK_CHILD) {
         return jack_child(&arg);
@@ -599,7 +609,13 @@ fn main() {
             .push(c as f64);
         }
     }
-    println!("\naudio thread: {rt_state}");
+    println!(
+        "\naudio thread: {rt_state}; workers: {}",
+        worker_rt().map_or("normal priority".to_string(), |r| format!(
+            "SCHED_FIFO {}",
+            r.priority
+        ))
+    );
     println!(
         "\n| frames | shape | N | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
     );
