@@ -62,7 +62,8 @@
 //! | `SLOTPOOL_REGION_FD` | required: decimal number of the inherited fd of the slot region (a sealed memfd) |
 //! | `SLOTPOOL_SLOT` | required: the slot's name, `<program>:<index>`; must equal the name in the region header |
 //! | `SLOTPOOL_READY_FD` | optional: decimal fd of a pipe; the worker writes one byte `\n` and closes it when ready |
-//! | `SLOTPOOL_GO_FD` | optional: decimal fd of a pipe; the worker is a *standby*: it starts up but waits for one byte on it before it opens the region (end of file: released, exit 0) |
+//! | `SLOTPOOL_GO_FD` | standbys only: decimal fd of a pipe; the worker starts up but waits for one byte on it before it opens the region (end of file: released, exit 0) |
+//! | `SLOTPOOL_STANDBY_REGION_FD` | standbys only, *instead of* `SLOTPOOL_REGION_FD`: the region fd, to be opened only after go (a worker that does not know standbys finds no `SLOTPOOL_REGION_FD` and exits 2 rather than use a region another worker owns) |
 //! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, a host lost before the worker armed its death signal is only detected by the heartbeat watch, which runs every [`WAIT_SLICE`] until the first ring or nudge) |
 //! | `SLOTPOOL_SAMPLE_RATE` | optional: frames per second (default 48000); the region layout does not carry it |
 //!
@@ -159,7 +160,7 @@ pub use run::{
 };
 pub use sys::{
     DEFAULT_SAMPLE_RATE, ENV_GO_FD, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE,
-    ENV_SLOT, EnvError, StartEnv,
+    ENV_SLOT, ENV_STANDBY_REGION_FD, EnvError, StartEnv,
 };
 
 /// The global allocator a worker program declares so that the allocation guard works:

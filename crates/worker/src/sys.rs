@@ -15,9 +15,13 @@ pub const ENV_REGION_FD: &str = "SLOTPOOL_REGION_FD";
 pub const ENV_SLOT: &str = "SLOTPOOL_SLOT";
 /// Environment variable: the readiness pipe fd number (optional).
 pub const ENV_READY_FD: &str = "SLOTPOOL_READY_FD";
-/// Environment variable: the standby "go" pipe fd number (optional). A worker given
-/// one starts as a standby: it waits for one byte on it before it touches the region.
+/// Environment variable: the standby "go" pipe fd number. A worker given one starts as
+/// a standby: it waits for one byte on it before it touches the region.
 pub const ENV_GO_FD: &str = "SLOTPOOL_GO_FD";
+/// Environment variable: a standby's region fd number, given *instead of*
+/// `SLOTPOOL_REGION_FD`, so that a worker that does not know standbys refuses to start
+/// (exit 2) rather than use a region another worker still owns.
+pub const ENV_STANDBY_REGION_FD: &str = "SLOTPOOL_STANDBY_REGION_FD";
 /// Environment variable: the host's pid (optional).
 pub const ENV_PARENT_PID: &str = "SLOTPOOL_PARENT_PID";
 /// Environment variable: the sample rate in Hz (optional, default 48000).
@@ -78,8 +82,16 @@ impl StartEnv {
 
     /// Parses from any lookup (for tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
-        let missing: Vec<&str> = [ENV_REGION_FD, ENV_SLOT]
-            .into_iter()
+        // A standby has its region under another name, and a go pipe.
+        let standby = get(ENV_REGION_FD).is_none() && get(ENV_STANDBY_REGION_FD).is_some();
+        let required: &[&str] = if standby {
+            &[ENV_STANDBY_REGION_FD, ENV_GO_FD, ENV_SLOT]
+        } else {
+            &[ENV_REGION_FD, ENV_SLOT]
+        };
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
             .filter(|k| get(k).is_none())
             .collect();
         if !missing.is_empty() {
@@ -101,9 +113,15 @@ impl StartEnv {
                     })
                     .transpose()
             };
-        let region_fd = fd(ENV_REGION_FD)?.expect("checked present");
+        let region_fd = if standby {
+            fd(ENV_STANDBY_REGION_FD)?
+        } else {
+            fd(ENV_REGION_FD)?
+        }
+        .expect("checked present");
         let ready_fd = fd(ENV_READY_FD)?;
-        let go_fd = fd(ENV_GO_FD)?;
+        // Only a standby waits for go: a go pipe beside SLOTPOOL_REGION_FD is ignored.
+        let go_fd = if standby { fd(ENV_GO_FD)? } else { None };
         let slot = get(ENV_SLOT).expect("checked present");
         if slot.is_empty() {
             return Err(EnvError::Malformed {
@@ -314,6 +332,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("1000..=768000"), "{e}");
+    }
+
+    #[test]
+    fn a_standby_has_its_region_under_another_name_and_a_go_pipe() {
+        let env = StartEnv::from_lookup(lookup(&[
+            (ENV_STANDBY_REGION_FD, "3"),
+            (ENV_GO_FD, "5"),
+            (ENV_SLOT, "synth:0"),
+        ]))
+        .unwrap();
+        assert_eq!((env.region_fd, env.go_fd), (3, Some(5)));
+        // Without the go pipe it is not started right: refused, naming what is missing.
+        let e = StartEnv::from_lookup(lookup(&[
+            (ENV_STANDBY_REGION_FD, "3"),
+            (ENV_SLOT, "synth:0"),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(&e, EnvError::NotUnderHost { missing } if missing == ENV_GO_FD),
+            "{e}"
+        );
+        // A go pipe beside a plain region fd is not a standby: it runs at once.
+        let env = StartEnv::from_lookup(lookup(&[
+            (ENV_REGION_FD, "3"),
+            (ENV_GO_FD, "5"),
+            (ENV_SLOT, "synth:0"),
+        ]))
+        .unwrap();
+        assert_eq!((env.region_fd, env.go_fd), (3, None));
     }
 
     #[test]

@@ -111,7 +111,15 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         cmd.env("SLOTPOOL_SLOT", spec.instance);
         cmd.env("SLOTPOOL_PARENT_PID", host_pid.to_string());
         if spec.region_fd.is_some() {
-            cmd.env("SLOTPOOL_REGION_FD", sys::REGION_FD.to_string());
+            // A standby's region goes by another name: a worker that does not know
+            // standbys then refuses to start (exit 2) instead of using the region while
+            // the slot's worker still owns it.
+            let var = if spec.standby {
+                "SLOTPOOL_STANDBY_REGION_FD"
+            } else {
+                "SLOTPOOL_REGION_FD"
+            };
+            cmd.env(var, sys::REGION_FD.to_string());
         }
         if let Some(rate) = spec.sample_rate {
             cmd.env("SLOTPOOL_SAMPLE_RATE", rate.to_string());
