@@ -44,6 +44,10 @@ struct Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // An idle worker sleeps untimed until the host rings or nudges.
+        for r in &self._regions {
+            r.monitor().nudge();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -30,6 +30,9 @@ const RATE: u32 = 48_000;
 struct TestWorker {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Outcome>,
+    /// To nudge the doorbell after raising `stop`: an idle worker sleeps untimed until
+    /// the host rings or nudges (as the supervisor does after a signal).
+    monitor: slotpool_ring::Monitor,
 }
 
 impl TestWorker {
@@ -59,11 +62,16 @@ impl TestWorker {
             assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
             std::thread::sleep(Duration::from_millis(1));
         }
-        TestWorker { stop, thread }
+        TestWorker {
+            stop,
+            thread,
+            monitor,
+        }
     }
 
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.monitor.nudge();
         self.thread.join().unwrap();
     }
 }
