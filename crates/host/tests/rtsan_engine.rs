@@ -38,30 +38,73 @@ fn watchdog(limit: Duration) {
     });
 }
 
+/// A passthrough worker loop on a thread over a heap region, as a worker process
+/// would run it.
+struct LoopWorker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LoopWorker {
+    /// Starts the loop and waits until it reports Running.
+    fn start(region: &HostRegion<Heap>) -> LoopWorker {
+        let wr = region.open_worker().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
+            let mut w = Worker::new(
+                p,
+                wr,
+                48_000.0,
+                FaultPlan::default(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            w.mark_running();
+            let _ = w.run(&flag, Duration::from_secs(60), true);
+        });
+        let m = region.monitor();
+        let t0 = Instant::now();
+        while m.worker_state() != WorkerState::Running {
+            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        LoopWorker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Ends the loop the way the supervisor ends a process: stop, then a nudge (an idle
+    /// worker sleeps untimed until the host rings or nudges), then wait for it to exit.
+    fn stop(&mut self, region: &HostRegion<Heap>) {
+        self.stop.store(true, Ordering::Relaxed);
+        region.monitor().nudge();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Rig {
     rt: EngineRt,
     handle: EngineHandle,
-    _regions: Vec<HostRegion<Heap>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    regions: Vec<HostRegion<Heap>>,
+    workers: Vec<LoopWorker>,
 }
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // An idle worker sleeps untimed until the host rings or nudges.
-        for r in &self._regions {
-            r.monitor().nudge();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for (w, r) in self.workers.iter_mut().zip(&self.regions) {
+            w.stop(r);
         }
     }
 }
 
 /// `workers` passthrough worker loops (threads over heap regions) in a fan-out,
 /// real-time pacing with the whole period as deadline.
-fn rig(workers: usize) -> Rig {
+fn rig(count: usize) -> Rig {
     let (rt, mut handle) = engine(EngineSettings {
         sample_rate: 48_000,
         block_frames: FRAMES,
@@ -72,9 +115,8 @@ fn rig(workers: usize) -> Rig {
         capacity: 8,
     });
     let mut patch = PatchRouter::new(1, 1).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (mut regions, mut threads) = (Vec::new(), Vec::new());
-    for i in 0..workers {
+    let (mut regions, mut workers) = (Vec::new(), Vec::new());
+    for i in 0..count {
         let name = format!("p{i}:0");
         let layout = SlotLayout {
             channels_in: 1,
@@ -96,27 +138,7 @@ fn rig(workers: usize) -> Rig {
         handle
             .attach(&spec, region.host_end().unwrap(), region.monitor())
             .unwrap();
-        let wr = region.open_worker().unwrap();
-        let flag = Arc::clone(&stop);
-        threads.push(std::thread::spawn(move || {
-            let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
-            let mut w = Worker::new(
-                p,
-                wr,
-                48_000.0,
-                FaultPlan::default(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            w.mark_running();
-            let _ = w.run(&flag, Duration::from_secs(60), true);
-        }));
-        let m = region.monitor();
-        let t0 = Instant::now();
-        while m.worker_state() != WorkerState::Running {
-            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        workers.push(LoopWorker::start(&region));
         regions.push(region);
         patch.add_slot(&name, 1, 1).unwrap();
         patch
@@ -130,9 +152,8 @@ fn rig(workers: usize) -> Rig {
     Rig {
         rt,
         handle,
-        _regions: regions,
-        stop,
-        threads,
+        regions,
+        workers,
     }
 }
 
@@ -222,10 +243,16 @@ fn engine_cycles_pass_the_sanitizer_with_workers_down_and_up() {
     // Three passthroughs of the input, summed.
     let want: Vec<f32> = input.iter().map(|x| 3.0 * x).collect();
     assert_eq!(output, want, "three passthrough workers, summed");
-    // Take one slot down (region reset on the audio thread) and bring it back.
+    // One worker exits; as after a reap, the slot goes down (region reset on the
+    // audio thread: the contract is that no worker is attached then) and a
+    // replacement comes up.
     let id = r.handle.slot_id("p0:0").unwrap();
+    let (workers, regions) = (&mut r.workers, &r.regions);
+    workers[0].stop(&regions[0]);
+    cycle(&mut r, &mut output, 5);
     r.handle.send(ToEngine::SlotDown { slot: id }).unwrap();
-    cycle(&mut r, &mut output, 20);
+    cycle(&mut r, &mut output, 15);
+    r.workers[0] = LoopWorker::start(&r.regions[0]);
     r.handle
         .send(ToEngine::SetParam {
             slot: id,
@@ -235,6 +262,7 @@ fn engine_cycles_pass_the_sanitizer_with_workers_down_and_up() {
         .unwrap();
     r.handle.send(ToEngine::SlotUp { slot: id }).unwrap();
     cycle(&mut r, &mut output, 50);
+    assert_eq!(output, want, "the replacement sounds again (faded in)");
     while r.handle.poll().is_some() {}
     let stats = r.handle.stats();
     assert!(stats.cycle_time.count() >= 370, "every cycle was recorded");
