@@ -63,6 +63,7 @@ fn rig(workers: usize, frames: u32, chain: bool) -> Rig {
         deadline: 1.0,
         pacing: Pacing::Offline,
         capacity: 32,
+        wait_spin: Duration::ZERO,
     };
     let (rt, mut handle) = engine(settings);
     let mut patch = PatchRouter::new(2, 2).unwrap();

@@ -105,8 +105,12 @@ fn worker_bin() -> PathBuf {
     path
 }
 
-fn patch_toml(frames: u32, n: usize, chain: bool) -> String {
+/// `spin`: `[engine] wait_spin_us`, `None` for the default.
+fn patch_toml(frames: u32, n: usize, chain: bool, spin: Option<u32>) -> String {
     let mut c = format!("[engine]\nsample_rate = {RATE}\nblock_frames = {frames}\nchannels = 1\n");
+    if let Some(us) = spin {
+        c += &format!("wait_spin_us = {us}\n");
+    }
     for i in 0..n {
         c += &format!(
             "[program.p{i}]\nmodule = \"passthrough\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n"
@@ -143,8 +147,8 @@ struct Ours {
 }
 
 impl Ours {
-    fn start(frames: u32, n: usize, chain: bool, bin: &Path) -> Ours {
-        let config = Config::parse(&patch_toml(frames, n, chain), Path::new("bench.toml"))
+    fn start(frames: u32, n: usize, chain: bool, spin: Option<u32>, bin: &Path) -> Ours {
+        let config = Config::parse(&patch_toml(frames, n, chain, spin), Path::new("bench.toml"))
             .unwrap_or_else(|e| panic!("bench config: {e:?}"));
         let settings = EngineSettings::from_config(&config.engine, Pacing::RealTime);
         let (rt, mut handle) = engine(settings);
@@ -539,6 +543,32 @@ fn main() {
         } else {
             (&[64], &[1, 2], &[false], 0.2, 1)
         };
+    // Narrowing for A/B runs: `SLOTPOOL_BENCH_FRAMES=64`, `SLOTPOOL_BENCH_COUNTS=1,8`,
+    // `SLOTPOOL_BENCH_ROUNDS=4`;
+    // `SLOTPOOL_BENCH_SPINS=0,50` measures ours once per `[engine] wait_spin_us` value,
+    // interleaved in each round (default: the config's default only).
+    let list = |key: &str| -> Option<Vec<u32>> {
+        std::env::var(key).ok().map(|v| {
+            v.split(',')
+                .map(|x| {
+                    x.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{key}: bad number {x:?}"))
+                })
+                .collect()
+        })
+    };
+    let frames_env = list("SLOTPOOL_BENCH_FRAMES");
+    let counts_env: Option<Vec<usize>> =
+        list("SLOTPOOL_BENCH_COUNTS").map(|v| v.into_iter().map(|n| n as usize).collect());
+    let rounds = std::env::var("SLOTPOOL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(rounds);
+    let frames_set = frames_env.as_deref().unwrap_or(frames_set);
+    let counts = counts_env.as_deref().unwrap_or(counts);
+    let spins: Vec<Option<u32>> =
+        list("SLOTPOOL_BENCH_SPINS").map_or(vec![None], |v| v.into_iter().map(Some).collect());
     sys::reserve_handover_fds().expect("reserve fds 3 and 4 for workers");
     let bin = worker_bin();
     println!(
@@ -546,7 +576,7 @@ fn main() {
         if full { "full" } else { "quick" },
         bin.display()
     );
-    let mut ours_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
+    let mut ours_r: BTreeMap<(u32, bool, usize, Option<u32>), Vec<Shares>> = BTreeMap::new();
     let mut jack_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
     let mut jack_load: BTreeMap<(u32, bool, usize), Vec<f64>> = BTreeMap::new();
     let mut notes = Vec::new();
@@ -559,12 +589,20 @@ fn main() {
             }
             for &chain in shapes {
                 for &n in counts {
-                    let mut o = Ours::start(frames, n, chain, &bin);
-                    let (s, cycles, late) = o.measure(secs);
-                    rt_state = o.realtime();
-                    assert!(cycles > 0, "the engine ran no cycle");
-                    drop(o);
-                    ours_r.entry((frames, chain, n)).or_default().push(s);
+                    let mut ours_txt = String::new();
+                    for &spin in &spins {
+                        let mut o = Ours::start(frames, n, chain, spin, &bin);
+                        let (s, cycles, late) = o.measure(secs);
+                        rt_state = o.realtime();
+                        assert!(cycles > 0, "the engine ran no cycle");
+                        drop(o);
+                        ours_r.entry((frames, chain, n, spin)).or_default().push(s);
+                        let label = spin.map_or(String::new(), |us| format!(" spin {us}"));
+                        ours_txt += &format!(
+                            "ours{label} p50 {:.2}% p99 {:.2}% ({cycles} cycles, {late} late) | ",
+                            s.p50, s.p99
+                        );
+                    }
                     let j = server.as_ref().ok().map(|srv| jack(srv, n, chain, secs));
                     let jtxt = match j {
                         Some(Ok((js, jc, load))) => {
@@ -582,10 +620,7 @@ fn main() {
                         None => "jack skipped".into(),
                     };
                     let shape = if chain { "chain" } else { "fanout" };
-                    eprintln!(
-                        "  round {round} {frames}f {shape} {n:>2}: ours p50 {:.2}% p99 {:.2}% ({cycles} cycles, {late} late) | {jtxt}",
-                        s.p50, s.p99
-                    );
+                    eprintln!("  round {round} {frames}f {shape} {n:>2}: {ours_txt}{jtxt}");
                 }
             }
         }
@@ -596,7 +631,7 @@ fn main() {
     let mut crash_standby = Vec::new();
     for _ in 0..if full { 7 } else { 1 } {
         for standby in [false, true] {
-            let mut o = Ours::start(64, 1, false, &bin);
+            let mut o = Ours::start(64, 1, false, None, &bin);
             std::thread::sleep(Duration::from_millis(200));
             let (c, detail) = o.crash(standby);
             let how = if standby { "standby" } else { "spawn" };
@@ -617,10 +652,10 @@ fn main() {
         ))
     );
     println!(
-        "\n| frames | shape | N | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
+        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (&(frames, chain, n), v) in &ours_r {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (&(frames, chain, n, spin), v) in &ours_r {
         let o = median_shares(v);
         let shape = if chain { "chain" } else { "fan-out" };
         let (jt, ratio) = match jack_r.get(&(frames, chain, n)) {
@@ -639,8 +674,9 @@ fn main() {
             }
             None => ("– | – | – | –".into(), "– | –".into()),
         };
+        let spin = spin.map_or("default".to_string(), |us| us.to_string());
         println!(
-            "| {frames} | {shape} | {n} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
+            "| {frames} | {shape} | {n} | {spin} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
             o.p50, o.p99, o.p999, o.max
         );
     }

@@ -113,6 +113,7 @@ fn rig(count: usize) -> Rig {
         deadline: 1.0,
         pacing: Pacing::RealTime,
         capacity: 8,
+        wait_spin: Duration::ZERO,
     });
     let mut patch = PatchRouter::new(1, 1).unwrap();
     let (mut regions, mut workers) = (Vec::new(), Vec::new());

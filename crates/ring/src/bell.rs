@@ -6,6 +6,7 @@
 //! (a number, [`WorkerState::Invalid`]) and never used as an index or a loop bound.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::layout::hdr;
 use crate::mapping::Mapping;
@@ -136,6 +137,24 @@ fn wait_word(word: &AtomicU32, waiting: &AtomicU32, seen: u32, deadline: MonoTim
     }
 }
 
+/// Polls `word` until it differs from `seen` (true) or `until` passes (false). Loads,
+/// the clock (vDSO) and the CPU's spin-wait hint only: no syscall, bounded by `until`.
+#[cfg(not(loom))]
+fn spin_until_changed(word: &AtomicU32, seen: u32, until: MonoTime) -> bool {
+    loop {
+        // Acquire: as in `wait_word`.
+        if word.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        if MonoTime::now() >= until {
+            return false;
+        }
+        for _ in 0..16 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// [`wait_word`] without a deadline: waits until `word != seen`, or until a signal
 /// handler without `SA_RESTART` interrupts the sleep. Same flag protocol, but the sleep is
 /// a plain `FUTEX_WAIT` with no timeout, so no hrtimer is armed and no clock is read.
@@ -211,6 +230,8 @@ pub struct HostBell {
     gone: Arc<StdAtomicU32>,
     /// The value of `gone` at the last [`HostBell::acknowledge`].
     gone_seen: u32,
+    /// How long [`HostBell::wait_done`] polls `done` before it sleeps.
+    spin: Duration,
 }
 
 impl HostBell {
@@ -219,7 +240,23 @@ impl HostBell {
             words,
             gone: Arc::new(StdAtomicU32::new(0)),
             gone_seen: 0,
+            spin: Duration::ZERO,
         }
+    }
+
+    /// Sets how long [`HostBell::wait_done`] polls `done` (loads only, no syscall) before
+    /// it announces a sleep. A worker that answers within the spin then costs the host
+    /// no futex wake-up — on a VM, waking an idle vCPU from the futex costs tens of
+    /// microseconds — and costs the worker no FUTEX_WAKE either, since the host is not
+    /// flagged as waiting. Zero (the default) sleeps at once. The spin never runs past
+    /// the wait's deadline.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The spin set by [`HostBell::set_spin`].
+    pub fn spin(&self) -> Duration {
+        self.spin
     }
 
     /// A handle another host thread (the supervisor) uses to tell this side that the
@@ -268,6 +305,18 @@ impl HostBell {
     /// the deadline, whatever the worker writes. RT-safe: the only blocking call the
     /// audio thread makes, bounded by the cycle's deadline.
     pub fn wait_done(&self, seen: u32, deadline: MonoTime) -> WaitOutcome {
+        // Loom explores every interleaving of a spin loop: its models keep the spin off
+        // (the sleep protocol below is what they check; the spin only loads).
+        #[cfg(not(loom))]
+        if !self.spin.is_zero()
+            && spin_until_changed(
+                self.words.w32(hdr::DONE),
+                seen,
+                MonoTime::now().saturating_add(self.spin).min(deadline),
+            )
+        {
+            return WaitOutcome::Signalled;
+        }
         wait_word(
             self.words.w32(hdr::DONE),
             self.words.w32(hdr::HOST_WAITING),

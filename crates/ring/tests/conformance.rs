@@ -464,6 +464,64 @@ fn done_spam_cannot_hold_wait_output_past_its_deadline<F: Fixture>() {
     });
 }
 
+/// This thread's voluntary context switches (each is a sleep: a futex wait here).
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+}
+
+fn spinning_wait_is_bounded_by_its_deadline_and_never_sleeps_for_a_quick_peer<F: Fixture>() {
+    let _wd = Watchdog::arm("spinning_wait", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let mut h = host.host_end().unwrap();
+    let we = w.worker_end().unwrap();
+    // A spin far longer than the deadline still ends at the deadline.
+    h.bell.set_spin(Duration::from_secs(10));
+    let seen = h.bell.done_count();
+    let t0 = MonoTime::now();
+    let deadline = t0 + Duration::from_millis(20);
+    assert_eq!(h.bell.wait_done(seen, deadline), WaitOutcome::TimedOut);
+    let took = MonoTime::now().saturating_duration_since(t0);
+    assert!(MonoTime::now() >= deadline);
+    assert!(
+        took < Duration::from_secs(5),
+        "the spin ran past the deadline: {took:?}"
+    );
+    // A peer that answers within the spin is seen without the host ever sleeping.
+    let mut seen = we.bell.doorbell();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..200 {
+                let r = we
+                    .bell
+                    .wait_doorbell(seen, MonoTime::now() + Duration::from_secs(30));
+                assert_eq!(r, WaitOutcome::Signalled);
+                seen = we.bell.doorbell();
+                we.bell.signal_done();
+            }
+        });
+        let slept = voluntary_switches();
+        for i in 0..200u64 {
+            let seen = h.bell.done_count();
+            h.bell.ring(i);
+            let r = h
+                .bell
+                .wait_done(seen, MonoTime::now() + Duration::from_secs(30));
+            assert_eq!(r, WaitOutcome::Signalled);
+        }
+        let slept = voluntary_switches() - slept;
+        assert!(
+            slept <= 2,
+            "the host slept {slept} times in 200 spinning waits"
+        );
+    });
+}
+
 fn reset_lets_a_fresh_worker_continue<F: Fixture>() {
     let host = F::create("p:0", mono16(4));
     let mut h = host.host_end().unwrap();
@@ -615,6 +673,12 @@ macro_rules! conformance {
             #[test]
             fn wait_output_discards_stale_blocks_and_respects_deadline() {
                 super::wait_output_discards_stale_blocks_and_respects_deadline::<$fx>();
+            }
+            #[test]
+            fn spinning_wait_is_bounded_by_its_deadline_and_never_sleeps_for_a_quick_peer() {
+                super::spinning_wait_is_bounded_by_its_deadline_and_never_sleeps_for_a_quick_peer::<
+                    $fx,
+                >();
             }
             #[test]
             fn done_spam_cannot_hold_wait_output_past_its_deadline() {

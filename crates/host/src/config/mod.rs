@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub realtime: Option<u8>,
     /// How slot workers are scheduled (default: one below the audio thread).
     pub worker_realtime: WorkerRealtime,
+    /// Microseconds the audio thread polls for a worker's block before it sleeps on
+    /// the futex (default 100; 0 sleeps at once).
+    pub wait_spin_us: u32,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             deadline: 0.75,
             realtime: None,
             worker_realtime: WorkerRealtime::BelowAudio,
+            wait_spin_us: 100,
         }
     }
 }

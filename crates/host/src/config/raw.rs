@@ -36,6 +36,7 @@ pub(crate) struct RawEngine {
     pub deadline: S<f64>,
     pub realtime: S<Realtime>,
     pub worker_realtime: S<WorkerRealtime>,
+    pub wait_spin_us: S<u32>,
 }
 
 #[derive(Debug, Deserialize)]

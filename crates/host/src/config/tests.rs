@@ -187,3 +187,19 @@ fn worker_realtime_defaults_to_one_below_the_audio_thread_and_takes_false_or_a_p
     let e = err("[engine]\nworkers_realtime = true\n");
     assert!(e.message.contains("did you mean `worker_realtime`"), "{e}");
 }
+
+#[test]
+fn wait_spin_us_is_bounded_and_reaches_the_engine_settings() {
+    let spin = |body: &str| parse(&format!("[engine]\n{body}")).map(|c| c.engine.wait_spin_us);
+    assert_eq!(spin(""), Ok(EngineConfig::default().wait_spin_us));
+    assert_eq!(spin("wait_spin_us = 0\n"), Ok(0));
+    assert_eq!(spin("wait_spin_us = 1000\n"), Ok(1000));
+    let c = parse("[engine]\nwait_spin_us = 40\n").unwrap();
+    let s = crate::engine::EngineSettings::from_config(&c.engine, crate::engine::Pacing::RealTime);
+    assert_eq!(s.wait_spin, std::time::Duration::from_micros(40));
+    let e = err("[engine]\nblock_frames = 64\nwait_spin_us = 1001\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "engine.wait_spin_us"));
+    assert!(e.message.contains("expected 0 to 1000 microseconds"), "{e}");
+    let e = err("[engine]\nwait_spin_us = -5\n");
+    assert_eq!(e.key, "engine.wait_spin_us");
+}

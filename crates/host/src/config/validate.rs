@@ -296,8 +296,28 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
             (w, _) => e.worker_realtime = w,
         }
     }
+    if let Some(v) = &r.wait_spin_us {
+        if *v.get_ref() <= MAX_WAIT_SPIN_US {
+            e.wait_spin_us = *v.get_ref();
+        } else {
+            rep.error(
+                v.span(),
+                "engine.wait_spin_us",
+                format!(
+                    "{} is out of range; expected 0 to {MAX_WAIT_SPIN_US} microseconds \
+                     (the spin only saves the wake-up of a worker that answers within it; \
+                     0 sleeps at once)",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
     e
 }
+
+/// Upper bound of `[engine] wait_spin_us`: a spin longer than a millisecond burns a
+/// core for a worker that is not answering soon anyway.
+const MAX_WAIT_SPIN_US: u32 = 1000;
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);

@@ -123,6 +123,9 @@ pub struct EngineSettings {
     pub pacing: Pacing,
     /// Most slots at once.
     pub capacity: u16,
+    /// How long the audio thread polls a worker's `done` word before it sleeps on it
+    /// (`[engine] wait_spin_us`); see [`slotpool_ring::HostBell::set_spin`].
+    pub wait_spin: Duration,
 }
 
 impl EngineSettings {
@@ -142,6 +145,7 @@ impl EngineSettings {
             deadline: e.deadline,
             pacing,
             capacity: 256,
+            wait_spin: Duration::from_micros(u64::from(e.wait_spin_us)),
         }
     }
 }
@@ -279,9 +283,10 @@ impl EngineHandle {
     pub fn attach(
         &mut self,
         spec: &SlotSpec,
-        end: HostEnd,
+        mut end: HostEnd,
         monitor: Monitor,
     ) -> Result<SlotId, EngineError> {
+        end.bell.set_spin(self.settings.wait_spin);
         let port = SlotPort::new(spec, end, monitor, self.settings.block_frames as usize)?;
         self.attach_port(spec, port)
     }
@@ -295,9 +300,10 @@ impl EngineHandle {
     pub fn attach_waiting(
         &mut self,
         spec: &SlotSpec,
-        end: HostEnd,
+        mut end: HostEnd,
         monitor: Monitor,
     ) -> Result<SlotId, EngineError> {
+        end.bell.set_spin(self.settings.wait_spin);
         let port = SlotPort::new(spec, end, monitor, self.settings.block_frames as usize)?;
         self.attach_port(spec, port.waiting())
     }

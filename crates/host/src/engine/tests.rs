@@ -86,6 +86,7 @@ fn settings() -> EngineSettings {
         deadline: 1.0,
         pacing: Pacing::RealTime,
         capacity: 8,
+        wait_spin: Duration::ZERO,
     }
 }
 
