@@ -102,8 +102,8 @@ impl Drop for Rig {
     }
 }
 
-/// `workers` passthrough worker loops (threads over heap regions) in a fan-out,
-/// real-time pacing with the whole period as deadline.
+/// `count` passthrough worker loops (threads over heap regions) in a fan-out,
+/// real-time pacing with the whole period as deadline and the default 100 µs spin.
 fn rig(count: usize) -> Rig {
     let (rt, mut handle) = engine(EngineSettings {
         sample_rate: 48_000,
@@ -113,7 +113,7 @@ fn rig(count: usize) -> Rig {
         deadline: 1.0,
         pacing: Pacing::RealTime,
         capacity: 8,
-        wait_spin: Duration::ZERO,
+        wait_spin: Duration::from_micros(100),
     });
     let mut patch = PatchRouter::new(1, 1).unwrap();
     let (mut regions, mut workers) = (Vec::new(), Vec::new());
