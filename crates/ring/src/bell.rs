@@ -254,11 +254,6 @@ impl HostBell {
         self.spin = spin;
     }
 
-    /// The spin set by [`HostBell::set_spin`].
-    pub fn spin(&self) -> Duration {
-        self.spin
-    }
-
     /// A handle another host thread (the supervisor) uses to tell this side that the
     /// worker is gone. Any number; `Send + Sync`.
     pub fn interrupter(&self) -> Interrupter {

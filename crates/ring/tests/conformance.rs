@@ -13,8 +13,9 @@ use assert_no_alloc::AllocDisabler;
 use assert_no_alloc::assert_no_alloc;
 use common::{Watchdog, block_matches, fill_block, mono16, odd_shape};
 use slotpool_ring::{
-    Backing, Command, Event, Heap, HostRegion, Memfd, MonoTime, OutputStatus, PushError,
-    RecordError, ShortStr, SlotLayout, UntimedOutcome, WaitOutcome, WorkerRegion, WorkerState,
+    Backing, Command, Event, Heap, HostEnd, HostRegion, Memfd, MonoTime, OutputStatus, PushError,
+    RecordError, ShortStr, SlotLayout, UntimedOutcome, WaitOutcome, WorkerEnd, WorkerRegion,
+    WorkerState,
 };
 
 // The allocation guard: assert_no_alloc's default `disable_release` feature makes it a
@@ -212,10 +213,17 @@ fn bell_wakes_and_times_out<F: Fixture>() {
     );
     assert_eq!(we.bell.cycle(), 41);
     // Ping-pong across threads: every wait is woken by the peer, none times out.
+    ping_pong(&h, &we, 200, || {});
+}
+
+/// `rounds` round trips: the host rings and waits for `done`, a worker thread waits for
+/// the doorbell and signals `done`; every wait must end Signalled. `host_side` runs on
+/// the host's thread: once before the first ring and once after the last wait.
+fn ping_pong(h: &HostEnd, we: &WorkerEnd, rounds: u64, mut host_side: impl FnMut()) {
     let mut seen = we.bell.doorbell();
     std::thread::scope(|s| {
         s.spawn(|| {
-            for _ in 0..200 {
+            for _ in 0..rounds {
                 let r = we
                     .bell
                     .wait_doorbell(seen, MonoTime::now() + Duration::from_secs(30));
@@ -224,7 +232,8 @@ fn bell_wakes_and_times_out<F: Fixture>() {
                 we.bell.signal_done();
             }
         });
-        for i in 0..200u64 {
+        host_side();
+        for i in 0..rounds {
             let seen = h.bell.done_count();
             h.bell.ring(i);
             let r = h
@@ -232,6 +241,7 @@ fn bell_wakes_and_times_out<F: Fixture>() {
                 .wait_done(seen, MonoTime::now() + Duration::from_secs(30));
             assert_eq!(r, WaitOutcome::Signalled);
         }
+        host_side();
     });
 }
 
@@ -493,33 +503,13 @@ fn spinning_wait_is_bounded_by_its_deadline_and_never_sleeps_for_a_quick_peer<F:
         "the spin ran past the deadline: {took:?}"
     );
     // A peer that answers within the spin is seen without the host ever sleeping.
-    let mut seen = we.bell.doorbell();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for _ in 0..200 {
-                let r = we
-                    .bell
-                    .wait_doorbell(seen, MonoTime::now() + Duration::from_secs(30));
-                assert_eq!(r, WaitOutcome::Signalled);
-                seen = we.bell.doorbell();
-                we.bell.signal_done();
-            }
-        });
-        let slept = voluntary_switches();
-        for i in 0..200u64 {
-            let seen = h.bell.done_count();
-            h.bell.ring(i);
-            let r = h
-                .bell
-                .wait_done(seen, MonoTime::now() + Duration::from_secs(30));
-            assert_eq!(r, WaitOutcome::Signalled);
-        }
-        let slept = voluntary_switches() - slept;
-        assert!(
-            slept <= 2,
-            "the host slept {slept} times in 200 spinning waits"
-        );
-    });
+    let mut switches = Vec::new();
+    ping_pong(&h, &we, 200, || switches.push(voluntary_switches()));
+    let slept = switches[1] - switches[0];
+    assert!(
+        slept <= 2,
+        "the host slept {slept} times in 200 spinning waits"
+    );
 }
 
 fn reset_lets_a_fresh_worker_continue<F: Fixture>() {

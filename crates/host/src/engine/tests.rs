@@ -102,17 +102,22 @@ fn layout() -> SlotLayout {
 }
 
 /// One sine slot `osc:0` → output, attached, running, patch published.
-fn one_sine(
-    fallback: Fallback,
-) -> (
+/// What [`one_sine`] returns.
+type OneSine = (
     EngineRt,
     EngineHandle,
     HostRegion<Heap>,
     TestWorker,
     ModuleSpec,
     Interrupter,
-) {
-    let (rt, mut handle) = engine(settings());
+);
+
+fn one_sine(fallback: Fallback) -> OneSine {
+    one_sine_with(fallback, settings())
+}
+
+fn one_sine_with(fallback: Fallback, settings: EngineSettings) -> OneSine {
+    let (rt, mut handle) = engine(settings);
     let region = HostRegion::create_heap("osc:0", layout()).unwrap();
     let module = ModuleSpec::parse("sine", [("freq", "1000"), ("amp", "0.5")]).unwrap();
     let spec = SlotSpec {
@@ -348,5 +353,46 @@ fn a_worker_reported_gone_falls_back_at_once_without_a_late_block() {
         handle.stats().slot(0).unwrap().snapshot().link,
         SlotLink::Up
     );
+    worker.stop();
+}
+
+/// This thread's voluntary context switches (each one a sleep: here a futex wait).
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+}
+
+#[test]
+fn the_configured_spin_keeps_the_audio_thread_from_sleeping_on_its_workers() {
+    watchdog(Duration::from_secs(60));
+    // A spin longer than the deadline: the cycle never sleeps on the worker, however
+    // late it is (with `wait_spin` zero it sleeps in nearly every cycle).
+    let spinning = EngineSettings {
+        wait_spin: Duration::from_millis(50),
+        ..settings()
+    };
+    let (mut rt, handle, _region, worker, _, _) = one_sine_with(Fallback::Silence, spinning);
+    run_until(&mut rt, &handle, |s| s.good_blocks >= 10);
+    let input = vec![0.0; FRAMES as usize];
+    let mut out = vec![0.0; FRAMES as usize];
+    let period = Duration::from_nanos(settings().period_ns());
+    let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
+    let mut slept = 0;
+    for _ in 0..50 {
+        let before = voluntary_switches();
+        rt.process(&input, &mut out);
+        slept += voluntary_switches() - before;
+        std::thread::sleep(period / 4);
+    }
+    assert!(
+        slept <= 3,
+        "the cycle slept {slept} times in 50 spinning cycles"
+    );
+    let snap = handle.stats().slot(0).unwrap().snapshot();
+    assert!(snap.good_blocks > good, "the worker's blocks were used");
     worker.stop();
 }
