@@ -350,6 +350,10 @@ pub struct Worker<P: Processor> {
     faults: FaultPlan,
     /// The trigger fired: per-block faults are active.
     triggered: bool,
+    /// The doorbell as it was when the worker attached, before it reported ready: any
+    /// ring or nudge after that, even one made before [`Worker::run`] starts, counts as
+    /// the host's first (see the host watch in [`Worker::run`]).
+    attach_bell: u32,
 }
 
 impl<P: Processor> Worker<P> {
@@ -413,6 +417,7 @@ impl<P: Processor> Worker<P> {
             }
         }
         Ok(Self {
+            attach_bell: end.bell.doorbell(),
             input: vec![0.0; config.input_samples()],
             output: vec![0.0; config.output_samples()],
             instance,
@@ -467,7 +472,7 @@ impl<P: Processor> Worker<P> {
             beat: self.end.bell.host_heartbeat(),
             since: MonoTime::now(),
             timeout: host_timeout,
-            first_bell: Some(self.end.bell.doorbell()),
+            first_bell: Some(self.attach_bell),
         };
         loop {
             // Every iteration runs under the allocation guard (debug builds, with
@@ -703,8 +708,8 @@ struct HostWatch {
     beat: u64,
     since: MonoTime,
     timeout: Duration,
-    /// The doorbell as the loop first read it, until the host rings or nudges (then
-    /// `None`, and the loop's waits are untimed).
+    /// The doorbell as it was when the worker attached, until the host rings or nudges
+    /// (then `None`, and the loop's waits are untimed).
     first_bell: Option<u32>,
 }
 
@@ -1025,6 +1030,31 @@ mod tests {
             Outcome::HostGone { still_for } => assert!(still_for >= timeout, "{still_for:?}"),
             o => panic!("{o:?}"),
         }
+    }
+
+    /// The host rings right after the worker reports ready, and then stops (SIGSTOP) before
+    /// the loop has even started: that ring still counts as the first, so the loop sleeps
+    /// untimed instead of judging a stopped host gone. (Reading the first doorbell when
+    /// the loop starts, rather than when the worker attaches, made a worker exit 3 here.)
+    #[test]
+    fn a_ring_between_ready_and_the_loop_start_counts_as_the_hosts_first() {
+        let timeout = Duration::from_millis(200);
+        let region = HostRegion::create_heap("t:0", layout()).unwrap();
+        let mut host = region.host_end().unwrap();
+        let worker = gain_worker(&region);
+        host.audio_in.push(1, &[0.5; 8]).unwrap();
+        host.bell.ring(1);
+        let (stop, thread) = spawn_loop(worker, timeout);
+        let mut out = [0.0; 8];
+        let deadline = MonoTime::now().saturating_add(Duration::from_secs(10));
+        assert_eq!(
+            host.wait_output(1, &mut out, deadline).unwrap(),
+            slotpool_ring::OutputStatus::Ready
+        );
+        // The host stands still for three host timeouts: no beat, no ring, no nudge.
+        std::thread::sleep(timeout * 3);
+        assert!(!thread.is_finished(), "a stopped host was taken for gone");
+        assert_eq!(stop_loop(&stop, &region, thread), Outcome::Stopped);
     }
 
     #[test]
