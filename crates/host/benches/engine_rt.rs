@@ -51,6 +51,9 @@ struct Shares {
     p99: f64,
     p999: f64,
     max: f64,
+    /// The mean: the like-for-like of JACK2's DSP load (`jack_cpu_load`), which is a mean
+    /// cycle time over recent cycles as a share of the period.
+    mean: f64,
 }
 
 /// Percent of the period, from sorted cycle times in ns.
@@ -59,11 +62,13 @@ fn shares(sorted: &[u64], period_ns: u64) -> Shares {
         let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
         sorted[i] as f64 / period_ns as f64 * 100.0
     };
+    let sum: u64 = sorted.iter().sum();
     Shares {
         p50: q(0.5),
         p99: q(0.99),
         p999: q(0.999),
         max: q(1.0),
+        mean: sum as f64 / sorted.len() as f64 / period_ns as f64 * 100.0,
     }
 }
 
@@ -78,6 +83,7 @@ fn median_shares(v: &[Shares]) -> Shares {
         p99: median(v.iter().map(|s| s.p99).collect()),
         p999: median(v.iter().map(|s| s.p999).collect()),
         max: median(v.iter().map(|s| s.max).collect()),
+        mean: median(v.iter().map(|s| s.mean).collect()),
     }
 }
 
@@ -263,6 +269,7 @@ impl Ours {
             p99: pct(h.percentile(0.99)),
             p999: pct(h.percentile(0.999)),
             max: pct(Some(h.max())),
+            mean: h.mean().unwrap_or(0.0) / stats.period_ns as f64 * 100.0,
         };
         (s, h.count(), self.late() - late0)
     }
@@ -430,9 +437,10 @@ fn jack(server: &Jackd, n: usize, chain: bool, secs: f64) -> Result<(Shares, u64
             p99: v[1],
             p999: v[2],
             max: v[3],
+            mean: v[4],
         },
-        v[4] as u64,
-        v[5],
+        v[5] as u64,
+        v[6],
     ))
 }
 
@@ -486,9 +494,20 @@ fn jack_child(arg: &str) {
     for rx in &mut consumers {
         while rx.pop().is_ok() {}
     }
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    // JACK's own DSP load estimate (percent), as a cross-check of the per-cycle times.
-    let load = clients[0].as_client().cpu_load();
+    // JACK2's own DSP load (percent), sampled every 10 ms through the window and
+    // averaged. The server recomputes it every 32 cycles from those cycles' times (first
+    // of the cycle to the last client's end, in the default asynchronous mode: the mean,
+    // or the maximum when one cycle took 95 % of the period) and smooths it (half the new
+    // value, half the old), so one sample is the last few dozen cycles; the average of
+    // the samples is the window's.
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut load_sum, mut load_n) = (0.0, 0u32);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        load_sum += f64::from(clients[0].as_client().cpu_load());
+        load_n += 1;
+    }
+    let load = load_sum / f64::from(load_n.max(1));
     for c in clients {
         let _ = c.deactivate();
     }
@@ -513,11 +532,12 @@ fn jack_child(arg: &str) {
     assert!(!times.is_empty(), "no complete JACK cycle recorded");
     let s = shares(&times, period_us * 1000);
     println!(
-        "jack-result {} {} {} {} {} {load}",
+        "jack-result {} {} {} {} {} {} {load}",
         s.p50,
         s.p99,
         s.p999,
         s.max,
+        s.mean,
         times.len()
     );
 }
@@ -599,8 +619,8 @@ fn main() {
                         ours_r.entry((frames, chain, n, spin)).or_default().push(s);
                         let label = spin.map_or(String::new(), |us| format!(" spin {us}"));
                         ours_txt += &format!(
-                            "ours{label} p50 {:.2}% p99 {:.2}% ({cycles} cycles, {late} late) | ",
-                            s.p50, s.p99
+                            "ours{label} p50 {:.2}% p99 {:.2}% mean {:.2}% ({cycles} cycles, {late} late) | ",
+                            s.p50, s.p99, s.mean
                         );
                     }
                     let j = server.as_ref().ok().map(|srv| jack(srv, n, chain, secs));
@@ -652,9 +672,9 @@ fn main() {
         ))
     );
     println!(
-        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | JACK2 span p50 | p99 | p99.9 | max | JACK2 cpu_load | ours p50 / JACK2 cpu_load |"
+        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | mean | JACK2 span p50 | p99 | p99.9 | max | JACK2 DSP load | ours mean / JACK2 load | ours p50 / JACK2 load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (&(frames, chain, n, spin), v) in &ours_r {
         let o = median_shares(v);
         let shape = if chain { "chain" } else { "fan-out" };
@@ -668,16 +688,16 @@ fn main() {
                     ),
                     {
                         let load = median(jack_load[&(frames, chain, n)].clone());
-                        format!("{load:.2} % | {:.2}", o.p50 / load)
+                        format!("{load:.2} % | {:.2} | {:.2}", o.mean / load, o.p50 / load)
                     },
                 )
             }
-            None => ("– | – | – | –".into(), "– | –".into()),
+            None => ("– | – | – | –".into(), "– | – | –".into()),
         };
         let spin = spin.map_or("default".to_string(), |us| us.to_string());
         println!(
-            "| {frames} | {shape} | {n} | {spin} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
-            o.p50, o.p99, o.p999, o.max
+            "| {frames} | {shape} | {n} | {spin} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
+            o.p50, o.p99, o.p999, o.max, o.mean
         );
     }
     println!(

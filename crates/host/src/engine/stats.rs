@@ -14,11 +14,13 @@ const BUCKETS: usize = (41 - SUB_BITS as usize) * SUBS + SUBS;
 
 /// A log-linear histogram of durations in nanoseconds, fixed buckets, lock-free.
 /// `record` is wait-free and allocation-free (audio thread); the readers
-/// (`percentile`, `max`, `count`) may run on any thread at any time.
+/// (`percentile`, `mean`, `max`, `count`) may run on any thread at any time.
 #[derive(Debug)]
 pub struct CycleHistogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
+    /// Exact sum of the values (2^64 ns is 584 years of cycle time).
+    sum: AtomicU64,
     max: AtomicU64,
 }
 
@@ -34,6 +36,7 @@ impl CycleHistogram {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
             max: AtomicU64::new(0),
         }
     }
@@ -62,12 +65,22 @@ impl CycleHistogram {
     pub fn record(&self, ns: u64) {
         self.buckets[Self::bucket(ns)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(ns, Ordering::Relaxed);
         self.max.fetch_max(ns, Ordering::Relaxed);
     }
 
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// The mean of the values recorded (exact, not from the buckets), `None` when empty.
+    /// JACK2's DSP load (`jack_cpu_load`) is this kind of figure: the mean cycle time
+    /// over recent cycles as a share of the period. A reader racing `record` may pair a
+    /// count and a sum one value apart.
+    pub fn mean(&self) -> Option<f64> {
+        let count = self.count();
+        (count > 0).then(|| self.sum.load(Ordering::Relaxed) as f64 / count as f64)
     }
 
     /// The largest value recorded (exact).
@@ -104,6 +117,7 @@ impl CycleHistogram {
             b.store(0, Ordering::Relaxed);
         }
         self.count.store(0, Ordering::Relaxed);
+        self.sum.store(0, Ordering::Relaxed);
         self.max.store(0, Ordering::Relaxed);
     }
 }
@@ -325,6 +339,24 @@ mod tests {
         assert_eq!(h.percentile(1.0), Some(1_000_000));
         assert_eq!(h.max(), 1_000_000);
         assert_eq!(h.count(), 1000);
+    }
+
+    #[test]
+    fn the_mean_is_exact_and_clear_forgets_it() {
+        let h = CycleHistogram::new();
+        assert_eq!(h.mean(), None);
+        // A skewed distribution: 99 short cycles and one long one pull the mean far
+        // above the median, which the buckets alone could not tell exactly.
+        for _ in 0..99 {
+            h.record(10_000);
+        }
+        h.record(1_010_000);
+        assert_eq!(h.mean(), Some(20_000.0));
+        assert!(h.percentile(0.5).unwrap() <= 11_250);
+        h.clear();
+        assert_eq!(h.mean(), None);
+        h.record(7);
+        assert_eq!(h.mean(), Some(7.0));
     }
 
     #[test]
