@@ -6,19 +6,27 @@
 //!   regions, as `slotpool render` does. Cycle time = the engine's own histogram
 //!   (entry to exit of `process`).
 //! - **JACK2**: `jackd -d dummy` at the same rate and period with N pass-through
-//!   clients (the `jack` crate), in a child process of this bench (its environment
-//!   names the server). Cycle time = end of the last client's callback minus the
-//!   start of the first one, per cycle (`jack_get_time`, µs; cycles keyed by
-//!   `jack_last_frame_time`). It leaves out the driver's own work before the first
-//!   client; `jack_get_cycle_times().current_usecs` is not used as the start because
-//!   it is a DLL estimate that jitters by more than a 64-frame cycle on this VM.
+//!   clients (the `jack` crate), each client a process of its own by default (as JACK
+//!   clients are in use, and as our workers are), started by a coordinator child of
+//!   this bench whose environment names the server; `SLOTPOOL_BENCH_JACK_MODES=threads`
+//!   (or `process,threads`) puts all N clients in one process instead, where switching
+//!   between them costs a thread switch, not an address-space switch. Two figures:
+//!   JACK2's own DSP load (`jack_cpu_load`: the mean, over 32 cycles, of the cycle's
+//!   start to the last client's end — the like-for-like of our mean cycle time), and
+//!   the span = end of the last client's callback minus the start of the first one,
+//!   per cycle (`jack_get_time`, µs; cycles keyed by `jack_last_frame_time`), which
+//!   leaves out the server's wake-ups of its clients.
+//!   `jack_get_cycle_times().current_usecs` is not used as the start because it is a
+//!   DLL estimate that jitters by more than a 64-frame cycle on this VM.
 //! - **crash**: SIGKILL the passthrough worker of a 1-slot patch under the clock and
 //!   count cycles until its blocks are used again (reap → SlotDown → SlotReset →
 //!   respawn on the same region → RUNNING → SlotUp → first good block).
 //!
 //! Both are measured at 64 and 256 frames (48 kHz), 1/2/4/8/16 workers/clients, fan-out
 //! and chain, interleaved (ours, JACK2, ours, JACK2, …) over `ROUNDS` rounds; the
-//! report gives medians across rounds of p50/p99/p99.9/max as shares of the period.
+//! report gives medians across rounds of p50/p99/p99.9/max/mean as shares of the
+//! period, and the ratio ours mean / JACK2 load both of those medians and per round
+//! (median and range of the rounds' side-by-side ratios).
 //!
 //! `cargo bench -p slotpool-host --bench engine_rt` runs the full matrix (about 4 min);
 //! `cargo test --benches` runs a quick pass (one shape, short windows) that only checks
@@ -44,6 +52,7 @@ use slotpool_ring::{HostRegion, Memfd, Monitor, SlotLayout, WorkerState};
 const RATE: u32 = 48_000;
 const FIFO_PRIORITY: u8 = 70;
 const JACK_CHILD: &str = "SLOTPOOL_BENCH_JACK";
+const JACK_CLIENT: &str = "SLOTPOOL_BENCH_JACK_CLIENT";
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Shares {
@@ -412,10 +421,38 @@ fn start_jackd(frames: u32) -> Result<Jackd, String> {
     }
 }
 
+/// How JACK2's pass-through clients are hosted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum JackMode {
+    /// One process per client.
+    Processes,
+    /// All clients in one process.
+    Threads,
+}
+
+impl JackMode {
+    fn label(self) -> &'static str {
+        match self {
+            JackMode::Processes => "processes",
+            JackMode::Threads => "threads",
+        }
+    }
+}
+
 /// Runs the JACK measurement in a child process (whose environment names the server).
-fn jack(server: &Jackd, n: usize, chain: bool, secs: f64) -> Result<(Shares, u64, f64), String> {
+fn jack(
+    server: &Jackd,
+    n: usize,
+    chain: bool,
+    secs: f64,
+    mode: JackMode,
+) -> Result<(Shares, u64, f64), String> {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(JACK_CHILD, format!("{n},{chain},{secs}"))
+        .env(
+            "SLOTPOOL_BENCH_JACK_THREADS",
+            if mode == JackMode::Threads { "1" } else { "0" },
+        )
         .env("JACK_DEFAULT_SERVER", &server.1)
         .env("JACK_NO_START_SERVER", "1")
         .output()
@@ -444,83 +481,170 @@ fn jack(server: &Jackd, n: usize, chain: bool, secs: f64) -> Result<(Shares, u64
     ))
 }
 
+/// Per-cycle records of one pass-through client: (frame time, start µs, end µs).
+type CycleLog = rtrb::Consumer<(u32, u64, u64)>;
+
+/// Opens and activates the pass-through client `pass{i}`: its callback copies `in` to
+/// `out` and logs its own start and end (`jack_get_time`).
+fn pass_client(
+    i: usize,
+) -> (
+    jack::AsyncClient<(), impl jack::ProcessHandler + use<>>,
+    CycleLog,
+) {
+    let (client, _) = jack::Client::new(&format!("pass{i}"), jack::ClientOptions::NO_START_SERVER)
+        .expect("JACK client");
+    let inp = client
+        .register_port("in", jack::AudioIn::default())
+        .unwrap();
+    let mut out = client
+        .register_port("out", jack::AudioOut::default())
+        .unwrap();
+    let (mut tx, rx) = rtrb::RingBuffer::<(u32, u64, u64)>::new(1 << 18);
+    let handler = jack::contrib::ClosureProcessHandler::new(
+        move |c: &jack::Client, ps: &jack::ProcessScope| {
+            let start = c.time();
+            out.as_mut_slice(ps).copy_from_slice(inp.as_slice(ps));
+            let _ = tx.push((ps.last_frame_time(), start, c.time()));
+            jack::Control::Continue
+        },
+    );
+    (client.activate_async((), handler).unwrap(), rx)
+}
+
+/// A client process of the process mode (`SLOTPOOL_BENCH_JACK_CLIENT=i`): one
+/// pass-through client, `ready` on stdout once active, then runs until its stdin
+/// closes and prints its log, a `rec FRAME START END` line per cycle.
+fn jack_client_process(arg: &str) {
+    use std::io::{Read, Write};
+    let i: usize = arg.parse().unwrap();
+    let (client, mut rx) = pass_client(i);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready").unwrap();
+    stdout.flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    let _ = client.deactivate();
+    while let Ok((frame, start, end)) = rx.pop() {
+        writeln!(stdout, "rec {frame} {start} {end}").unwrap();
+    }
+}
+
 /// The JACK child: `n` pass-through clients, fan-out or chain, for `secs`; prints
-/// `jack-result p50 p99 p99.9 max cycles` (shares of the period, percent).
+/// `jack-result p50 p99 p99.9 max mean cycles load` (shares of the period, percent).
+///
+/// Each client is a process of its own by default, as JACK clients are in use and as
+/// our workers are; `SLOTPOOL_BENCH_JACK_THREADS=1` puts all `n` clients in this one
+/// process instead (a context switch between them is then a thread switch within one
+/// address space, which flatters JACK2 against process workers).
 fn jack_child(arg: &str) {
     let mut it = arg.split(',');
     let n: usize = it.next().unwrap().parse().unwrap();
     let chain: bool = it.next().unwrap().parse().unwrap();
     let secs: f64 = it.next().unwrap().parse().unwrap();
-    let mut clients = Vec::new();
-    let mut consumers = Vec::new();
-    for i in 0..n {
-        let (client, _) =
-            jack::Client::new(&format!("pass{i}"), jack::ClientOptions::NO_START_SERVER)
-                .expect("JACK client");
-        let inp = client
-            .register_port("in", jack::AudioIn::default())
-            .unwrap();
-        let mut out = client
-            .register_port("out", jack::AudioOut::default())
-            .unwrap();
-        let (mut tx, rx) = rtrb::RingBuffer::<(u32, u64, u64)>::new(1 << 17);
-        let handler = jack::contrib::ClosureProcessHandler::new(
-            move |c: &jack::Client, ps: &jack::ProcessScope| {
-                let start = c.time();
-                out.as_mut_slice(ps).copy_from_slice(inp.as_slice(ps));
-                let _ = tx.push((ps.last_frame_time(), start, c.time()));
-                jack::Control::Continue
-            },
-        );
-        clients.push(client.activate_async((), handler).unwrap());
-        consumers.push(rx);
+    let threads = std::env::var("SLOTPOOL_BENCH_JACK_THREADS").as_deref() == Ok("1");
+    // Thread mode: the clients live here. Process mode: one child process per client,
+    // and this process only connects ports and reads the server's load (its own client
+    // is never activated, so it is not in the graph).
+    let mut in_process = Vec::new();
+    let mut procs = Vec::new();
+    if threads {
+        in_process = (0..n).map(pass_client).collect();
+    } else {
+        use std::io::BufRead;
+        for i in 0..n {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env_remove(JACK_CHILD)
+                .env(JACK_CLIENT, i.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn a JACK client process");
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "JACK client process {i} did not start"
+            );
+            procs.push((child, out));
+        }
     }
-    let c0 = clients[0].as_client();
+    let (coord, _) =
+        jack::Client::new("coord", jack::ClientOptions::NO_START_SERVER).expect("JACK client");
     for i in 0..n {
         let from = if chain && i > 0 {
             format!("pass{}:out", i - 1)
         } else {
             "system:capture_1".into()
         };
-        c0.connect_ports_by_name(&from, &format!("pass{i}:in"))
+        coord
+            .connect_ports_by_name(&from, &format!("pass{i}:in"))
             .unwrap();
         if !chain || i + 1 == n {
-            c0.connect_ports_by_name(&format!("pass{i}:out"), "system:playback_1")
+            coord
+                .connect_ports_by_name(&format!("pass{i}:out"), "system:playback_1")
                 .unwrap();
         }
     }
-    let period_us = u64::from(c0.buffer_size()) * 1_000_000 / u64::from(c0.sample_rate());
+    let period_us = u64::from(coord.buffer_size()) * 1_000_000 / u64::from(coord.sample_rate());
     std::thread::sleep(Duration::from_millis(300));
-    for rx in &mut consumers {
-        while rx.pop().is_ok() {}
-    }
     // JACK2's own DSP load (percent), sampled every 10 ms through the window and
     // averaged. The server recomputes it every 32 cycles from those cycles' times (first
     // of the cycle to the last client's end, in the default asynchronous mode: the mean,
     // or the maximum when one cycle took 95 % of the period) and smooths it (half the new
     // value, half the old), so one sample is the last few dozen cycles; the average of
     // the samples is the window's.
+    let t0 = coord.time();
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut load_sum, mut load_n) = (0.0, 0u32);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
-        load_sum += f64::from(clients[0].as_client().cpu_load());
+        load_sum += f64::from(coord.cpu_load());
         load_n += 1;
     }
+    let t1 = coord.time();
     let load = load_sum / f64::from(load_n.max(1));
-    for c in clients {
-        let _ = c.deactivate();
-    }
-    // Per cycle: the last client to finish.
-    // Per cycle (keyed by its frame time): first client's start to last client's end.
-    let mut per_cycle: BTreeMap<u32, (usize, u64, u64)> = BTreeMap::new();
-    for mut rx in consumers {
-        while let Ok((frame, start, end)) = rx.pop() {
-            let e = per_cycle.entry(frame).or_insert((0, u64::MAX, 0));
-            e.0 += 1;
-            e.1 = e.1.min(start);
-            e.2 = e.2.max(end);
+    // Every client's log: (frame time, start, end) per cycle it ran.
+    let mut logs: Vec<Vec<(u32, u64, u64)>> = Vec::new();
+    for (client, mut rx) in in_process {
+        let _ = client.deactivate();
+        let mut log = Vec::new();
+        while let Ok(r) = rx.pop() {
+            log.push(r);
         }
+        logs.push(log);
+    }
+    for (mut child, out) in procs {
+        use std::io::BufRead;
+        drop(child.stdin.take());
+        let log = out
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| {
+                let mut f = l.strip_prefix("rec ")?.split(' ');
+                Some((
+                    f.next()?.parse().ok()?,
+                    f.next()?.parse().ok()?,
+                    f.next()?.parse().ok()?,
+                ))
+            })
+            .collect();
+        let _ = child.wait();
+        logs.push(log);
+    }
+    // Per cycle (keyed by its frame time): first client's start to last client's end,
+    // for the cycles inside the window.
+    let mut per_cycle: BTreeMap<u32, (usize, u64, u64)> = BTreeMap::new();
+    for (frame, start, end) in logs.into_iter().flatten() {
+        if start < t0 || end > t1 {
+            continue;
+        }
+        let e = per_cycle.entry(frame).or_insert((0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 = e.1.min(start);
+        e.2 = e.2.max(end);
     }
     // Only cycles every client ran in (the window's edges are cut).
     let mut times: Vec<u64> = per_cycle
@@ -553,6 +677,9 @@ fn worker_rt() -> Option<RtRequest> {
 }
 
 fn main() {
+    if let Ok(arg) = std::env::var(JACK_CLIENT) {
+        return jack_client_process(&arg);
+    }
     if let Ok(arg) = std::env::var(JACK_CHILD) {
         return jack_child(&arg);
     }
@@ -596,9 +723,27 @@ fn main() {
         if full { "full" } else { "quick" },
         bin.display()
     );
+    // `SLOTPOOL_BENCH_JACK_MODES=process,threads`: JACK2's clients as one process each
+    // (the default; as JACK clients are in use and as our workers are) and/or as
+    // threads of one process, each measured in every round.
+    let jack_modes: Vec<JackMode> =
+        std::env::var("SLOTPOOL_BENCH_JACK_MODES").map_or(vec![JackMode::Processes], |v| {
+            v.split(',')
+                .map(|m| match m.trim() {
+                    "process" | "processes" => JackMode::Processes,
+                    "thread" | "threads" => JackMode::Threads,
+                    other => {
+                        panic!("SLOTPOOL_BENCH_JACK_MODES: {other:?} is not process or threads")
+                    }
+                })
+                .collect()
+        });
     let mut ours_r: BTreeMap<(u32, bool, usize, Option<u32>), Vec<Shares>> = BTreeMap::new();
-    let mut jack_r: BTreeMap<(u32, bool, usize), Vec<Shares>> = BTreeMap::new();
-    let mut jack_load: BTreeMap<(u32, bool, usize), Vec<f64>> = BTreeMap::new();
+    let mut jack_r: BTreeMap<(u32, bool, usize, JackMode), Vec<Shares>> = BTreeMap::new();
+    let mut jack_load: BTreeMap<(u32, bool, usize, JackMode), Vec<f64>> = BTreeMap::new();
+    // Per round: ours mean / JACK2 load of the same round (side by side).
+    let mut round_ratio: BTreeMap<(u32, bool, usize, Option<u32>, JackMode), Vec<f64>> =
+        BTreeMap::new();
     let mut notes = Vec::new();
     let mut rt_state = String::new();
     for round in 0..rounds {
@@ -610,6 +755,7 @@ fn main() {
             for &chain in shapes {
                 for &n in counts {
                     let mut ours_txt = String::new();
+                    let mut ours_means = Vec::new();
                     for &spin in &spins {
                         let mut o = Ours::start(frames, n, chain, spin, &bin);
                         let (s, cycles, late) = o.measure(secs);
@@ -617,28 +763,46 @@ fn main() {
                         assert!(cycles > 0, "the engine ran no cycle");
                         drop(o);
                         ours_r.entry((frames, chain, n, spin)).or_default().push(s);
+                        ours_means.push((spin, s.mean));
                         let label = spin.map_or(String::new(), |us| format!(" spin {us}"));
                         ours_txt += &format!(
                             "ours{label} p50 {:.2}% p99 {:.2}% mean {:.2}% ({cycles} cycles, {late} late) | ",
                             s.p50, s.p99, s.mean
                         );
                     }
-                    let j = server.as_ref().ok().map(|srv| jack(srv, n, chain, secs));
-                    let jtxt = match j {
-                        Some(Ok((js, jc, load))) => {
-                            jack_r.entry((frames, chain, n)).or_default().push(js);
-                            jack_load.entry((frames, chain, n)).or_default().push(load);
-                            format!(
-                                "jack p50 {:.2}% p99 {:.2}% ({jc} cycles, jack_cpu_load {load:.1}%)",
-                                js.p50, js.p99
-                            )
-                        }
-                        Some(Err(e)) => {
-                            notes.push(format!("JACK2 {frames}f {n} clients: {e}"));
-                            "jack failed".into()
-                        }
-                        None => "jack skipped".into(),
-                    };
+                    let mut jtxt = String::new();
+                    for &mode in &jack_modes {
+                        let j = server
+                            .as_ref()
+                            .ok()
+                            .map(|srv| jack(srv, n, chain, secs, mode));
+                        jtxt += &match j {
+                            Some(Ok((js, jc, load))) => {
+                                jack_r.entry((frames, chain, n, mode)).or_default().push(js);
+                                jack_load
+                                    .entry((frames, chain, n, mode))
+                                    .or_default()
+                                    .push(load);
+                                for &(spin, mean) in &ours_means {
+                                    round_ratio
+                                        .entry((frames, chain, n, spin, mode))
+                                        .or_default()
+                                        .push(mean / load);
+                                }
+                                format!(
+                                    "jack ({}) p50 {:.2}% p99 {:.2}% ({jc} cycles, jack_cpu_load {load:.1}%) ",
+                                    mode.label(),
+                                    js.p50,
+                                    js.p99
+                                )
+                            }
+                            Some(Err(e)) => {
+                                notes.push(format!("JACK2 {frames}f {n} clients: {e}"));
+                                "jack failed ".into()
+                            }
+                            None => "jack skipped ".into(),
+                        };
+                    }
                     let shape = if chain { "chain" } else { "fanout" };
                     eprintln!("  round {round} {frames}f {shape} {n:>2}: {ours_txt}{jtxt}");
                 }
@@ -672,33 +836,44 @@ fn main() {
         ))
     );
     println!(
-        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | mean | JACK2 span p50 | p99 | p99.9 | max | JACK2 DSP load | ours mean / JACK2 load | ours p50 / JACK2 load |"
+        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | mean | JACK2 clients | JACK2 span p50 | p99 | p99.9 | max | JACK2 DSP load | ours mean / JACK2 load | per round: median [min–max] | ours p50 / JACK2 load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (&(frames, chain, n, spin), v) in &ours_r {
         let o = median_shares(v);
         let shape = if chain { "chain" } else { "fan-out" };
-        let (jt, ratio) = match jack_r.get(&(frames, chain, n)) {
-            Some(jv) => {
-                let j = median_shares(jv);
-                (
+        let spin_txt = spin.map_or("default".to_string(), |us| us.to_string());
+        for &mode in &jack_modes {
+            let jt = match jack_r.get(&(frames, chain, n, mode)) {
+                Some(jv) => {
+                    let j = median_shares(jv);
+                    let load = median(jack_load[&(frames, chain, n, mode)].clone());
+                    let rr = &round_ratio[&(frames, chain, n, spin, mode)];
+                    let lo = rr.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = rr.iter().copied().fold(0.0, f64::max);
                     format!(
-                        "{:.2} % | {:.2} % | {:.2} % | {:.2} %",
-                        j.p50, j.p99, j.p999, j.max
-                    ),
-                    {
-                        let load = median(jack_load[&(frames, chain, n)].clone());
-                        format!("{load:.2} % | {:.2} | {:.2}", o.mean / load, o.p50 / load)
-                    },
-                )
-            }
-            None => ("– | – | – | –".into(), "– | – | –".into()),
-        };
-        let spin = spin.map_or("default".to_string(), |us| us.to_string());
-        println!(
-            "| {frames} | {shape} | {n} | {spin} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {jt} | {ratio} |",
-            o.p50, o.p99, o.p999, o.max, o.mean
-        );
+                        "{:.2} % | {:.2} % | {:.2} % | {:.2} % | {load:.2} % | {:.2} | {:.2} [{lo:.2}–{hi:.2}] | {:.2}",
+                        j.p50,
+                        j.p99,
+                        j.p999,
+                        j.max,
+                        o.mean / load,
+                        median(rr.clone()),
+                        o.p50 / load
+                    )
+                }
+                None => "– | – | – | – | – | – | – | –".into(),
+            };
+            println!(
+                "| {frames} | {shape} | {n} | {spin_txt} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {} | {jt} |",
+                o.p50,
+                o.p99,
+                o.p999,
+                o.max,
+                o.mean,
+                mode.label()
+            );
+        }
     }
     println!(
         "\ncrash → producing again at 64 frames: new worker median {} periods (runs: {:?}); \
