@@ -421,6 +421,9 @@ fn start_jackd(frames: u32) -> Result<Jackd, String> {
     }
 }
 
+/// (frames, chain, workers, ours' spin, JACK2's client placement).
+type RatioKey = (u32, bool, usize, Option<u32>, JackMode);
+
 /// How JACK2's pass-through clients are hosted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum JackMode {
@@ -742,8 +745,7 @@ fn main() {
     let mut jack_r: BTreeMap<(u32, bool, usize, JackMode), Vec<Shares>> = BTreeMap::new();
     let mut jack_load: BTreeMap<(u32, bool, usize, JackMode), Vec<f64>> = BTreeMap::new();
     // Per round: ours mean / JACK2 load of the same round (side by side).
-    let mut round_ratio: BTreeMap<(u32, bool, usize, Option<u32>, JackMode), Vec<f64>> =
-        BTreeMap::new();
+    let mut round_ratio: BTreeMap<RatioKey, Vec<f64>> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut rt_state = String::new();
     for round in 0..rounds {

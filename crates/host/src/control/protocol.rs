@@ -285,7 +285,7 @@ impl fmt::Display for ProgramState {
     }
 }
 
-/// How an instance's last process ended. Tells exit, crash and hang apart.
+/// How an instance's last process ended. Tells exit, crash, hang and quarantine apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExitStatus {
@@ -301,6 +301,8 @@ pub enum ExitStatus {
     },
     /// The host killed it because its heartbeat stopped advancing.
     Hung,
+    /// The host killed it because it broke its region's rings (the slot was quarantined).
+    Quarantined,
     /// It never ran: exec failed.
     SpawnFailed {
         /// What went wrong (`No such file or directory (os error 2)`…).
@@ -317,6 +319,7 @@ impl fmt::Display for ExitStatus {
                 None => write!(f, "killed by signal {signal}"),
             },
             ExitStatus::Hung => f.write_str("killed: hung (heartbeat stopped)"),
+            ExitStatus::Quarantined => f.write_str("killed: quarantined (broke its rings)"),
             ExitStatus::SpawnFailed { error } => write!(f, "spawn error: {error}"),
         }
     }

@@ -95,8 +95,8 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// Why an instance's last process ended, as status reports it: exit, crash and hang are
-/// told apart.
+/// Why an instance's last process ended, as status reports it: exit, crash, hang and
+/// quarantine are told apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum Cause {
@@ -117,6 +117,8 @@ pub enum Cause {
     },
     /// Killed by the hang watchdog.
     Hang,
+    /// Killed because its slot was quarantined: the worker broke its region's rings.
+    Quarantined,
     /// Ended because the supervisor stopped it.
     Stopped {
         /// How it ended.
@@ -129,7 +131,7 @@ impl Cause {
     pub fn is_unexpected(self) -> bool {
         matches!(
             self,
-            Cause::UnexpectedExit { .. } | Cause::Crash { .. } | Cause::Hang
+            Cause::UnexpectedExit { .. } | Cause::Crash { .. } | Cause::Hang | Cause::Quarantined
         )
     }
 }
@@ -172,6 +174,8 @@ pub enum Event {
     Exited(Exit),
     /// The hang watchdog saw the worker heartbeat stand still for `hang_timeout`.
     Hung,
+    /// The engine quarantined the slot: the worker wrote garbage into its region.
+    Quarantined,
     /// Time passed; deadlines up to `now` are due.
     Tick,
 }
@@ -274,6 +278,15 @@ pub struct Counters {
     pub crashes: u64,
     /// Ends by the hang watchdog.
     pub hangs: u64,
+    /// Ends by a quarantine kill (the worker broke its rings).
+    pub quarantines: u64,
+}
+
+/// Why the host itself killed a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostKill {
+    Hang,
+    Quarantine,
 }
 
 /// One instance's supervision state. See the module docs.
@@ -290,8 +303,8 @@ pub struct Machine {
     start_after_stop: bool,
     /// SIGKILL to the group was sent for the current child.
     kill_sent: bool,
-    /// The hang watchdog killed the current child.
-    hang_kill: bool,
+    /// The host killed the current child (hang watchdog or quarantine), and why.
+    host_kill: Option<HostKill>,
     /// Times of recent unexpected exits after RUNNING (the breaker's window).
     recent_unexpected: VecDeque<Instant>,
     /// The current FATAL re-probe interval, if re-probing.
@@ -315,7 +328,7 @@ impl Machine {
             deadline: None,
             start_after_stop: false,
             kill_sent: false,
-            hang_kill: false,
+            host_kill: None,
             recent_unexpected: VecDeque::new(),
             probe_interval: None,
             probing: false,
@@ -377,7 +390,7 @@ impl Machine {
     pub fn watch_for_hang(&self) -> bool {
         matches!(self.child, ChildPhase::Live { .. })
             && matches!(self.state, State::Starting | State::Running)
-            && !self.hang_kill
+            && self.host_kill.is_none()
     }
 
     /// Advances the machine by one event at time `now`. Pure: see the module docs.
@@ -390,7 +403,8 @@ impl Machine {
             Event::Spawned => self.on_spawned(now, &mut out),
             Event::SpawnFailed => self.on_spawn_failed(now, &mut out),
             Event::Exited(exit) => self.on_exit(exit, now, &mut out),
-            Event::Hung => self.on_hung(&mut out),
+            Event::Hung => self.on_host_kill(HostKill::Hang, &mut out),
+            Event::Quarantined => self.on_host_kill(HostKill::Quarantine, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
         out
@@ -443,8 +457,8 @@ impl Machine {
         match (self.state, self.child) {
             (State::Starting | State::Running, ChildPhase::Live { .. }) => {
                 self.go(State::Stopping, now, out);
-                if self.hang_kill {
-                    // The watchdog already sent SIGKILL to the group; wait for the exit.
+                if self.host_kill.is_some() {
+                    // The watchdog or a quarantine already sent SIGKILL to the group; wait for the exit.
                     self.kill_sent = true;
                     self.deadline = None;
                 } else {
@@ -502,7 +516,7 @@ impl Machine {
         }
         self.child = ChildPhase::Live { since: now };
         self.kill_sent = false;
-        self.hang_kill = false;
+        self.host_kill = None;
         if self.counters.spawns > 0 {
             self.counters.restarts += 1;
         }
@@ -560,12 +574,15 @@ impl Machine {
             return;
         };
         self.child = ChildPhase::None;
-        let hang = std::mem::take(&mut self.hang_kill);
+        let host_kill = self.host_kill.take();
         self.kill_sent = false;
         let cause = if self.state == State::Stopping {
             Cause::Stopped { exit }
-        } else if hang {
-            Cause::Hang
+        } else if let Some(k) = host_kill {
+            match k {
+                HostKill::Hang => Cause::Hang,
+                HostKill::Quarantine => Cause::Quarantined,
+            }
         } else {
             match exit {
                 Exit::Signal(signal) => Cause::Crash { signal },
@@ -575,12 +592,13 @@ impl Machine {
                 Exit::Code(code) => Cause::UnexpectedExit { code },
             }
         };
-        // A hang kill counts as a hang even when a stop came between the kill and the
-        // exit (the cause then says "stopped": that is what the operator asked for).
-        if hang {
-            self.counters.hangs += 1;
-        } else if let Cause::Crash { .. } = cause {
-            self.counters.crashes += 1;
+        // A hang or quarantine kill counts as one even when a stop came between the
+        // kill and the exit (the cause then says "stopped": what the operator asked for).
+        match host_kill {
+            Some(HostKill::Hang) => self.counters.hangs += 1,
+            Some(HostKill::Quarantine) => self.counters.quarantines += 1,
+            None if matches!(cause, Cause::Crash { .. }) => self.counters.crashes += 1,
+            None => {}
         }
         self.last_cause = Some(cause);
         match self.state {
@@ -640,9 +658,11 @@ impl Machine {
         }
     }
 
-    fn on_hung(&mut self, out: &mut Output) {
+    /// The hang watchdog or a quarantine: SIGKILL to the group, once per child, while
+    /// it is starting or running (a stop in progress keeps its own course).
+    fn on_host_kill(&mut self, why: HostKill, out: &mut Output) {
         if self.watch_for_hang() {
-            self.hang_kill = true;
+            self.host_kill = Some(why);
             self.kill_sent = true;
             out.actions.push(Action::KillGroup);
         }

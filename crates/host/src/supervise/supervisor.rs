@@ -1063,7 +1063,9 @@ impl Supervisor {
                                 inst.name,
                                 c.pid
                             );
-                            self.kill_group(i);
+                            // Through the machine, so the exit counts as a quarantine
+                            // (status: "quarantined"), not as a crash by SIGKILL.
+                            self.feed(i, Event::Quarantined, now);
                         }
                         _ => tracing::warn!(
                             "{}: the worker broke its ring ({fault:?}) and is gone; the slot is on its fallback until the next worker runs",
@@ -1788,6 +1790,7 @@ fn exit_status(inst: &Instance) -> Option<ExitStatus> {
         }
         Cause::Crash { signal } => ExitStatus::Signaled { signal },
         Cause::Hang => ExitStatus::Hung,
+        Cause::Quarantined => ExitStatus::Quarantined,
         Cause::Stopped {
             exit: Exit::Code(code),
         } => ExitStatus::Exited { code },
@@ -1830,6 +1833,9 @@ fn describe(inst: &Instance, state: State) -> String {
                 .map(|s| s.hang_timeout.as_millis())
                 .unwrap_or(0);
             format!("hung: no heartbeat for {t} ms, killed")
+        }
+        Some(Cause::Quarantined) => {
+            "quarantined: the worker broke its region's rings, killed".to_string()
         }
         Some(Cause::Stopped {
             exit: Exit::Code(c),

@@ -96,11 +96,12 @@ enum Ev {
     Exit1,
     Segv,
     Hung,
+    Quarantined,
     TickEarly,
     TickLate,
 }
 
-const EVENTS: [Ev; 11] = [
+const EVENTS: [Ev; 12] = [
     Ev::Start,
     Ev::Stop,
     Ev::Restart,
@@ -110,6 +111,7 @@ const EVENTS: [Ev; 11] = [
     Ev::Exit1,
     Ev::Segv,
     Ev::Hung,
+    Ev::Quarantined,
     Ev::TickEarly,
     Ev::TickLate,
 ];
@@ -128,6 +130,7 @@ fn apply(m: &mut Machine, e: Ev, t: Instant) -> Output {
         Ev::Exit1 => m.step(Event::Exited(Exit::Code(1)), soon),
         Ev::Segv => m.step(Event::Exited(Exit::Signal(SEGV)), soon),
         Ev::Hung => m.step(Event::Hung, soon),
+        Ev::Quarantined => m.step(Event::Quarantined, soon),
         Ev::TickEarly => m.step(Event::Tick, soon),
         Ev::TickLate => m.step(Event::Tick, t + Duration::from_secs(3600)),
     }
@@ -140,14 +143,15 @@ use State::{
 };
 
 /// The expected (state, actions) after each event of [`EVENTS`], in that order.
-fn expected(s: Start) -> [(State, &'static [Action]); 11] {
+fn expected(s: Start) -> [(State, &'static [Action]); 12] {
     const N: &[Action] = &[];
     match s {
-        //                 Start          Stop     Restart        Spawned  SpawnFailed Exit0  Exit1  Segv   Hung   TickEarly TickLate
+        //                 Start          Stop     Restart        Spawned  SpawnFailed Exit0  Exit1  Segv   Hung   Quarantined TickEarly TickLate
         Start::Stopped => [
             (SG, &[Spawn]),
             (S, N),
             (SG, &[Spawn]),
+            (S, N),
             (S, N),
             (S, N),
             (S, N),
@@ -169,6 +173,7 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (SG, N),
             (SG, N),
             (SG, N),
+            (SG, N),
         ],
         Start::StartingLive => [
             (SG, N),
@@ -179,6 +184,7 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (B, N),
             (B, N),
             (B, N),
+            (SG, &[KillGroup]),
             (SG, &[KillGroup]),
             (SG, N),
             (R, N),
@@ -193,6 +199,7 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (SG, &[Spawn]),
             (SG, &[Spawn]),
             (R, &[KillGroup]),
+            (R, &[KillGroup]),
             (R, N),
             (R, N),
         ],
@@ -200,6 +207,7 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (B, N),
             (S, N),
             (SG, &[Spawn]),
+            (B, N),
             (B, N),
             (B, N),
             (B, N),
@@ -220,6 +228,7 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (S, N),
             (SP, N),
             (SP, N),
+            (SP, N),
             (SP, &[KillGroup]),
         ],
         Start::Exited => [
@@ -234,11 +243,13 @@ fn expected(s: Start) -> [(State, &'static [Action]); 11] {
             (E, N),
             (E, N),
             (E, N),
+            (E, N),
         ],
         Start::Fatal => [
             (SG, &[Spawn]),
             (S, N),
             (SG, &[Spawn]),
+            (F, N),
             (F, N),
             (F, N),
             (F, N),
@@ -288,7 +299,7 @@ fn every_state_event_pair_has_the_specified_outcome() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 * 11);
+    assert_eq!(checked, 8 * 12);
 }
 
 #[test]
@@ -503,6 +514,36 @@ fn hang_kills_the_group_and_counts_as_a_hang_then_restarts() {
 }
 
 #[test]
+fn a_quarantine_kills_the_group_and_counts_as_a_quarantine_not_a_crash() {
+    let c = Clock(Instant::now());
+    let (mut m, t) = machine_in(Start::Running, &c);
+    assert_eq!(m.step(Event::Quarantined, t).actions, vec![KillGroup]);
+    assert!(
+        m.step(Event::Quarantined, t).actions.is_empty(),
+        "one kill per child"
+    );
+    assert!(
+        m.step(Event::Hung, t).actions.is_empty(),
+        "a hang after the quarantine kill sends no second kill"
+    );
+    let out = m.step(Event::Exited(Exit::Signal(libc::SIGKILL)), t + ms(5));
+    assert_eq!(out.actions, vec![Spawn], "restarted like a crash");
+    assert_eq!(m.last_cause(), Some(Cause::Quarantined));
+    let k = m.counters();
+    assert_eq!((k.quarantines, k.crashes, k.hangs), (1, 0, 0));
+    // The next child starts with a clean slate: its own SIGKILL from outside is a crash.
+    m.step(Event::Spawned, t + ms(6));
+    m.step(Event::Exited(Exit::Signal(libc::SIGKILL)), t + ms(7));
+    assert_eq!(
+        m.last_cause(),
+        Some(Cause::Crash {
+            signal: libc::SIGKILL
+        })
+    );
+    assert_eq!((m.counters().quarantines, m.counters().crashes), (1, 1));
+}
+
+#[test]
 fn a_hang_kill_counts_as_a_hang_even_if_a_stop_comes_before_the_exit() {
     let c = Clock(Instant::now());
     let (mut m, t) = machine_in(Start::Running, &c);
@@ -589,6 +630,7 @@ enum Op {
     ChildExits(i32),
     ChildCrashes,
     Hang,
+    Quarantine,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -600,6 +642,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0i32..3).prop_map(Op::ChildExits),
         1 => Just(Op::ChildCrashes),
         1 => Just(Op::Hang),
+        1 => Just(Op::Quarantine),
     ]
 }
 
@@ -751,6 +794,9 @@ impl Harness {
                 self.send(Event::Exited(Exit::Signal(SEGV)));
             }
             Op::Hang if self.m.watch_for_hang() => self.send(Event::Hung),
+            // The supervisor sends it whenever the engine reports one; the machine
+            // decides whether it kills.
+            Op::Quarantine => self.send(Event::Quarantined),
             _ => {}
         }
     }
