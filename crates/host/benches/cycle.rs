@@ -18,40 +18,23 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use slotpool_host::config::{Fallback, SlotMode};
 use slotpool_host::engine::{BlockProcessor, EngineSettings, Pacing, SlotSpec, engine};
-use slotpool_ring::{Heap, HostRegion, SlotLayout, WorkerState};
+use slotpool_ring::{Heap, HostRegion, SlotLayout};
 use slotpool_router::{ChannelMap, PatchRouter};
-use slotpool_worker::Worker;
-use slotpool_worker::fault::FaultPlan;
+use slotpool_worker::WorkerThread;
 use slotpool_worker::modules::ModuleSpec;
 
 struct Rig {
     rt: slotpool_host::engine::EngineRt,
     _handle: slotpool_host::engine::EngineHandle,
     _regions: Vec<HostRegion<Heap>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Stopped and joined when the rig is dropped.
+    _workers: Vec<WorkerThread>,
     frames: usize,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // An idle worker sleeps untimed until the host rings or nudges.
-        for r in &self._regions {
-            r.monitor().nudge();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 fn rig(workers: usize, frames: u32, chain: bool) -> Rig {
@@ -67,8 +50,7 @@ fn rig(workers: usize, frames: u32, chain: bool) -> Rig {
     };
     let (rt, mut handle) = engine(settings);
     let mut patch = PatchRouter::new(2, 2).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (mut regions, mut threads) = (Vec::new(), Vec::new());
+    let (mut regions, mut workers_v) = (Vec::new(), Vec::new());
     for i in 0..workers {
         let name = format!("p{i}:0");
         let layout = SlotLayout {
@@ -91,25 +73,9 @@ fn rig(workers: usize, frames: u32, chain: bool) -> Rig {
         handle
             .attach(&spec, region.host_end().unwrap(), region.monitor())
             .unwrap();
-        let wr = region.open_worker().unwrap();
-        let flag = Arc::clone(&stop);
-        threads.push(std::thread::spawn(move || {
-            let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
-            let mut w = Worker::new(
-                p,
-                wr,
-                48_000.0,
-                FaultPlan::default(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            w.mark_running();
-            let _ = w.run(&flag, Duration::from_secs(600), true);
-        }));
-        let m = region.monitor();
-        while m.worker_state() != WorkerState::Running {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
+        workers_v
+            .push(WorkerThread::start(&region, p, 48_000.0, Duration::from_secs(600)).unwrap());
         regions.push(region);
         patch.add_slot(&name, 2, 2).unwrap();
         let from = if chain && i > 0 {
@@ -129,8 +95,7 @@ fn rig(workers: usize, frames: u32, chain: bool) -> Rig {
         rt,
         _handle: handle,
         _regions: regions,
-        stop,
-        threads,
+        _workers: workers_v,
         frames: frames as usize,
     }
 }

@@ -12,19 +12,15 @@
 #![feature(sanitize)]
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slotpool_host::config::{Fallback, SlotMode};
 use slotpool_host::engine::{
     BlockProcessor, EngineHandle, EngineRt, EngineSettings, Pacing, SlotSpec, ToEngine, engine,
 };
-use slotpool_ring::{Heap, HostRegion, SlotLayout, WorkerState};
+use slotpool_ring::{Heap, HostRegion, SlotLayout};
 use slotpool_router::{ChannelMap, PatchRouter};
-use slotpool_worker::Worker;
-use slotpool_worker::fault::FaultPlan;
+use slotpool_worker::WorkerThread;
 use slotpool_worker::modules::ModuleSpec;
 
 const CHILD: &str = "SLOTPOOL_RTSAN_CHILD";
@@ -39,67 +35,18 @@ fn watchdog(limit: Duration) {
 }
 
 /// A passthrough worker loop on a thread over a heap region, as a worker process
-/// would run it.
-struct LoopWorker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LoopWorker {
-    /// Starts the loop and waits until it reports Running.
-    fn start(region: &HostRegion<Heap>) -> LoopWorker {
-        let wr = region.open_worker().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
-            let mut w = Worker::new(
-                p,
-                wr,
-                48_000.0,
-                FaultPlan::default(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            w.mark_running();
-            let _ = w.run(&flag, Duration::from_secs(60), true);
-        });
-        let m = region.monitor();
-        let t0 = Instant::now();
-        while m.worker_state() != WorkerState::Running {
-            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        LoopWorker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Ends the loop the way the supervisor ends a process: stop, then a nudge (an idle
-    /// worker sleeps untimed until the host rings or nudges), then wait for it to exit.
-    fn stop(&mut self, region: &HostRegion<Heap>) {
-        self.stop.store(true, Ordering::Relaxed);
-        region.monitor().nudge();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// would run it; waits until it reports RUNNING.
+fn start_worker(region: &HostRegion<Heap>) -> WorkerThread {
+    let p = ModuleSpec::new("passthrough").unwrap().build().unwrap();
+    WorkerThread::start(region, p, 48_000.0, Duration::from_secs(60)).unwrap()
 }
 
 struct Rig {
     rt: EngineRt,
     handle: EngineHandle,
     regions: Vec<HostRegion<Heap>>,
-    workers: Vec<LoopWorker>,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for (w, r) in self.workers.iter_mut().zip(&self.regions) {
-            w.stop(r);
-        }
-    }
+    /// Each stopped and joined when dropped (`None` while its slot has no worker).
+    workers: Vec<Option<WorkerThread>>,
 }
 
 /// `count` passthrough worker loops (threads over heap regions) in a fan-out,
@@ -139,7 +86,7 @@ fn rig(count: usize) -> Rig {
         handle
             .attach(&spec, region.host_end().unwrap(), region.monitor())
             .unwrap();
-        workers.push(LoopWorker::start(&region));
+        workers.push(Some(start_worker(&region)));
         regions.push(region);
         patch.add_slot(&name, 1, 1).unwrap();
         patch
@@ -248,12 +195,12 @@ fn engine_cycles_pass_the_sanitizer_with_workers_down_and_up() {
     // audio thread: the contract is that no worker is attached then) and a
     // replacement comes up.
     let id = r.handle.slot_id("p0:0").unwrap();
-    let (workers, regions) = (&mut r.workers, &r.regions);
-    workers[0].stop(&regions[0]);
+    // Ends the loop the way the supervisor ends a process: stop, nudge, exit.
+    r.workers[0].take().unwrap().stop();
     cycle(&mut r, &mut output, 5);
     r.handle.send(ToEngine::SlotDown { slot: id }).unwrap();
     cycle(&mut r, &mut output, 15);
-    r.workers[0] = LoopWorker::start(&r.regions[0]);
+    r.workers[0] = Some(start_worker(&r.regions[0]));
     r.handle
         .send(ToEngine::SetParam {
             slot: id,

@@ -142,6 +142,7 @@ pub mod cli;
 /// The denormal guard, re-exported from the ring crate (which holds all unsafe code).
 pub use slotpool_ring::denormal;
 pub mod fault;
+mod in_thread;
 mod instance;
 pub mod modules;
 mod processor;
@@ -149,6 +150,7 @@ mod run;
 pub mod smooth;
 mod sys;
 
+pub use in_thread::WorkerThread;
 pub use instance::{Instance, rt_guard};
 pub use processor::{
     AudioIn, AudioOut, ParamError, ParamKind, ParamSpec, ProcessConfig, ProcessContext, Processor,

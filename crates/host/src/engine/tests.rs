@@ -2,16 +2,12 @@
 //! regions: fallback in the cycle a worker stops, reset and re-attach with the
 //! recorded parameters, quarantine of a scribbling worker. Every test arms a watchdog.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use slotpool_ring::{Heap, HostRegion, Interrupter, SlotLayout, WorkerState};
+use slotpool_ring::{Heap, HostRegion, Interrupter, SlotLayout};
 use slotpool_router::{ChannelMap, PatchRouter};
-use slotpool_worker::fault::FaultPlan;
+use slotpool_worker::WorkerThread;
 use slotpool_worker::modules::ModuleSpec;
-use slotpool_worker::{Outcome, Worker};
 
 use super::*;
 use crate::config::{Fallback, SlotMode};
@@ -27,53 +23,17 @@ fn watchdog(limit: Duration) {
 const FRAMES: u32 = 256;
 const RATE: u32 = 48_000;
 
-struct TestWorker {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Outcome>,
-    /// To nudge the doorbell after raising `stop`: an idle worker sleeps untimed until
-    /// the host rings or nudges (as the supervisor does after a signal).
-    monitor: slotpool_ring::Monitor,
-}
+type TestWorker = WorkerThread;
 
-impl TestWorker {
-    /// Attaches a worker loop running `module` to `region` and waits for RUNNING.
-    fn start(region: &HostRegion<Heap>, module: &ModuleSpec) -> TestWorker {
-        let wr = region.open_worker().unwrap();
-        let processor = module.build().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut w = Worker::new(
-                processor,
-                wr,
-                RATE as f32,
-                FaultPlan::default(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            w.mark_running();
-            let outcome = w.run(&flag, Duration::from_secs(60), true);
-            w.mark_finished(&outcome);
-            outcome
-        });
-        let monitor = region.monitor();
-        let t0 = Instant::now();
-        while monitor.worker_state() != WorkerState::Running {
-            assert!(t0.elapsed() < Duration::from_secs(10), "worker never ran");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        TestWorker {
-            stop,
-            thread,
-            monitor,
-        }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.monitor.nudge();
-        self.thread.join().unwrap();
-    }
+/// Attaches a worker loop running `module` to `region` and waits for RUNNING.
+fn start_worker(region: &HostRegion<Heap>, module: &ModuleSpec) -> TestWorker {
+    WorkerThread::start(
+        region,
+        module.build().unwrap(),
+        RATE as f32,
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 fn settings() -> EngineSettings {
@@ -136,7 +96,7 @@ fn one_sine_with(fallback: Fallback, settings: EngineSettings) -> OneSine {
     let end = region.host_end().unwrap();
     let interrupter = end.bell.interrupter();
     handle.attach(&spec, end, region.monitor()).unwrap();
-    let worker = TestWorker::start(&region, &module);
+    let worker = start_worker(&region, &module);
     let mut patch = PatchRouter::new(1, 1).unwrap();
     patch.add_slot("osc:0", 1, 1).unwrap();
     patch
@@ -230,7 +190,7 @@ fn a_stopped_worker_falls_back_in_the_same_cycle_and_its_replacement_gets_the_pa
 
     // A replacement started with the config's parameters (amp 0.5) gets the recorded
     // amp 0.125 back on SlotUp.
-    let worker = TestWorker::start(&region, &module);
+    let worker = start_worker(&region, &module);
     handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
     let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
     let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 60);
@@ -285,7 +245,7 @@ fn a_scribbling_worker_is_quarantined_and_replaced_while_the_host_keeps_running(
         handle.poll(),
         Some(FromEngine::SlotReset { slot: 0 })
     ));
-    let worker = TestWorker::start(&region, &module);
+    let worker = start_worker(&region, &module);
     handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
     let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
     let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 10);
@@ -341,7 +301,7 @@ fn a_worker_reported_gone_falls_back_at_once_without_a_late_block() {
         handle.poll(),
         Some(FromEngine::SlotReset { slot: 0 })
     ));
-    let worker = TestWorker::start(&region, &module);
+    let worker = start_worker(&region, &module);
     handle.send(ToEngine::SlotUp { slot: 0 }).unwrap();
     let good = handle.stats().slot(0).unwrap().snapshot().good_blocks;
     let back = run_until(&mut rt, &handle, |s| s.good_blocks >= good + 20);
