@@ -16,52 +16,20 @@
 
 mod chaos_common;
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+mod live_host;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chaos_common::{BIN, Rng, pick, quantile, record, watchdog};
+use chaos_common::{Rng, pick, quantile, record, watchdog};
+use live_host::{Host, bins, find, signal, up};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// The tests use both cores; they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The `slotpool` and `slotpool-worker` binaries the tests run: those of this build
-/// (debug under `cargo test`), or those in `$SLOTPOOL_CHAOS_BIN_DIR` (scripts/soak.sh
-/// builds release binaries and points it at them). The worker is built once if missing.
-fn bins() -> &'static (PathBuf, PathBuf) {
-    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    PATHS.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("SLOTPOOL_CHAOS_BIN_DIR") {
-            let dir = PathBuf::from(dir);
-            let pair = (dir.join("slotpool"), dir.join("slotpool-worker"));
-            for b in [&pair.0, &pair.1] {
-                assert!(
-                    b.exists(),
-                    "SLOTPOOL_CHAOS_BIN_DIR: {} does not exist; build it with \
-                     `cargo build --release -p slotpool-host --bin slotpool -p slotpool-worker --bin slotpool-worker`",
-                    b.display()
-                );
-            }
-            println!("chaos_engine: binaries from {}", dir.display());
-            return pair;
-        }
-        let worker = Path::new(BIN).with_file_name("slotpool-worker");
-        if !worker.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
-                .status()
-                .expect("run cargo to build slotpool-worker")
-                .success();
-            assert!(ok, "building slotpool-worker failed");
-        }
-        (PathBuf::from(BIN), worker)
-    })
-}
 
 /// The audio format of one test run.
 #[derive(Clone, Copy)]
@@ -75,6 +43,11 @@ impl Format {
     fn period_ms(self) -> f64 {
         self.frames as f64 * 1e3 / f64::from(self.rate)
     }
+}
+
+/// `slotpool run --backend null --record` on `config` in format `f`.
+fn start_host(f: Format, config: &str) -> Host {
+    Host::start(config, f.channels)
 }
 
 /// A sine slot: name, frequency, output channel, amplitude.
@@ -98,129 +71,6 @@ fn config(f: Format, slots: &[Sine], extra: &str) -> String {
     c
 }
 
-/// A running `slotpool run --backend null --record out.wav` in a fresh directory.
-struct Host {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    format: Format,
-}
-
-impl Host {
-    fn start(format: Format, config: &str) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        // The control socket must live in a directory only we can enter.
-        let sock_dir = dir.path().join("ctl");
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&sock_dir)
-            .unwrap();
-        let text = format!(
-            "[control]\nsocket = \"{}\"\n[supervisor]\nlog_dir = \"{}\"\n{config}",
-            sock_dir.join("ctl.sock").display(),
-            dir.path().join("logs").display()
-        );
-        std::fs::write(dir.path().join("p.toml"), text).unwrap();
-        let child = Command::new(&bins().0)
-            .args(["run", "p.toml", "--backend", "null", "--record", "out.wav"])
-            .current_dir(dir.path())
-            .env("SLOTPOOL_WORKER_BIN", &bins().1)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Host {
-            dir,
-            child: Some(child),
-            format,
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&bins().0)
-            .arg("ctl")
-            .arg("-s")
-            .arg(self.dir.path().join("ctl").join("ctl.sock"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> Option<Value> {
-        serde_json::from_slice(&self.ctl(&["status", "--json"]).stdout).ok()
-    }
-
-    /// A status that must be there.
-    fn status_now(&self) -> Value {
-        self.status()
-            .unwrap_or_else(|| panic!("no status; host log:\n{}", self.log()))
-    }
-
-    fn program(&self, name: &str) -> Option<Value> {
-        find(&self.status()?, name).cloned()
-    }
-
-    /// Waits (generously) until `pred` holds for the status of `name`.
-    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.program(name)
-                && pred(&p)
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < until,
-                "{name} never became {what}; status: {:?}\nhost log:\n{}",
-                self.status(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_up(&self, name: &str) -> Value {
-        self.wait_for(name, "RUNNING with its blocks in use", up)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
-    }
-
-    /// SIGINT, wait for exit 0, return the recording (interleaved frames).
-    fn finish(mut self) -> Vec<f32> {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
-        let status = child.wait().unwrap();
-        let log = self.log();
-        assert!(status.success(), "host exited with {status}; log:\n{log}");
-        assert!(!log.contains("panicked"), "the host panicked:\n{log}");
-        let wav = hound::WavReader::open(self.dir.path().join("out.wav")).unwrap();
-        assert_eq!(wav.spec().channels as usize, self.format.channels);
-        wav.into_samples::<f32>().map(Result::unwrap).collect()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn find<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["programs"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == name)
-}
-
-fn up(p: &Value) -> bool {
-    p["state"] == "RUNNING" && p["link"] == "up" && p["pid"].as_u64().is_some()
-}
-
 fn counter(status: &Value, name: &str, key: &str) -> u64 {
     find(status, name)
         .and_then(|p| p[key].as_u64())
@@ -236,22 +86,9 @@ fn deadline_misses(status: &Value) -> u64 {
         .unwrap_or_else(|| panic!("no host.device_xruns in {status}"))
 }
 
-/// Sends a signal; a process that is already gone is not an error.
-fn signal(pid: u64, sig: Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
 /// Per block, the RMS of channel `ch`.
 fn block_rms(f: Format, samples: &[f32], ch: usize) -> Vec<f64> {
-    samples
-        .chunks_exact(f.frames * f.channels)
-        .map(|b| {
-            let s: f64 = (0..f.frames)
-                .map(|k| f64::from(b[k * f.channels + ch]).powi(2))
-                .sum();
-            (s / f.frames as f64).sqrt()
-        })
-        .collect()
+    live_host::block_rms(samples, f.frames, f.channels, ch)
 }
 
 #[test]
@@ -274,7 +111,7 @@ fn kill_storm_bounds_deadline_misses_restarts_fast_and_loses_no_acked_command() 
     ];
     let names = ["a:0", "b:0", "c:0", "d:0"];
     // Every SIGKILL is an unexpected exit: keep the crash-loop breaker out of the storm.
-    let host = Host::start(f, &config(f, &slots, "crashloop_exits = 1000000\n"));
+    let host = start_host(f, &config(f, &slots, "crashloop_exits = 1000000\n"));
     for n in names {
         host.wait_up(n);
     }
@@ -382,7 +219,7 @@ fn kill_storm_bounds_deadline_misses_restarts_fast_and_loses_no_acked_command() 
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = host.status_now();
-    let rec = host.finish();
+    let rec = host.finish().0;
 
     let misses = deadline_misses(&after) - deadline_misses(&before);
     let total_kills: u32 = kills.iter().sum();
@@ -479,7 +316,7 @@ fn hang_storm_short_stops_are_late_blocks_long_stops_are_one_hang_kill_each() {
     let hang_ms = 400;
     let (short_ms, long_ms) = (60, 3 * hang_ms);
     let names = ["a:0", "b:0"];
-    let host = Host::start(
+    let host = start_host(
         f,
         &config(
             f,
@@ -523,7 +360,7 @@ fn hang_storm_short_stops_are_late_blocks_long_stops_are_one_hang_kill_each() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = host.status_now();
-    let _ = host.finish();
+    let _ = host.finish().0;
 
     let delta =
         |a: &Value, b: &Value, s: usize, k: &str| counter(b, names[s], k) - counter(a, names[s], k);
@@ -596,7 +433,7 @@ fn false_hang_run_declares_no_hang_with_a_cpu_hog() {
     let _dog = watchdog(Duration::from_secs(120) + 2 * run);
     let names = ["a:0", "b:0"];
     // The default hang_timeout (500 ms).
-    let host = Host::start(
+    let host = start_host(
         f,
         &config(f, &[Sine("a", 300.0, 0, 0.5), Sine("b", 500.0, 1, 0.5)], ""),
     );
@@ -613,7 +450,7 @@ fn false_hang_run_declares_no_hang_with_a_cpu_hog() {
     let after = host.status_now();
     let _ = hog.kill();
     let _ = hog.wait();
-    let rec = host.finish();
+    let rec = host.finish().0;
     let cycles = (rec.len() / (f.frames * f.channels)) as u64;
     let hangs: u64 = names.iter().map(|n| counter(&after, n, "hangs")).sum();
     let restarts: u64 = names.iter().map(|n| counter(&after, n, "restarts")).sum();
@@ -660,7 +497,7 @@ fn a_standby_takes_over_each_killed_worker_and_a_new_one_is_parked() {
         frames: 64,
         channels: 1,
     };
-    let host = Host::start(
+    let host = start_host(
         f,
         &config(
             f,
@@ -709,7 +546,7 @@ fn a_standby_takes_over_each_killed_worker_and_a_new_one_is_parked() {
     assert_eq!(p["restarts"].as_u64(), Some(restarts));
     let last_standby = standby_pid(&p).unwrap();
 
-    let samples = host.finish();
+    let samples = host.finish().0;
     // The slot plays at the end of the run.
     let tail = &samples[samples.len().saturating_sub(f.frames * 50)..];
     let peak = tail.iter().fold(0.0f32, |m, x| m.max(x.abs()));

@@ -14,16 +14,15 @@
 
 mod chaos_common;
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+mod live_host;
+
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chaos_common::watchdog;
+use live_host::{Host, bins, signal};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_slotpool");
 const RATE: u32 = 48_000;
 const FRAMES: usize = 512;
 const CHANNELS: usize = 3;
@@ -33,142 +32,9 @@ const FULL_RMS: f64 = AMP * std::f64::consts::FRAC_1_SQRT_2;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The `slotpool-worker` binary next to `slotpool`, built once if missing.
-fn worker_bin() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(BIN).with_file_name("slotpool-worker");
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
-                .status()
-                .expect("run cargo to build slotpool-worker")
-                .success();
-            assert!(ok, "building slotpool-worker failed");
-        }
-        path
-    })
-}
-
-/// A running `slotpool run --backend null --record` in a fresh directory.
-struct Host {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    /// When the host process was started (its audio starts a little later).
-    started: Instant,
-}
-
-impl Host {
-    fn start(config: &str) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        // The control socket must live in a directory only we can enter.
-        let sock_dir = dir.path().join("ctl");
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&sock_dir)
-            .unwrap();
-        let sock = sock_dir.join("ctl.sock");
-        let text = format!(
-            "[control]\nsocket = \"{}\"\n[supervisor]\nlog_dir = \"{}\"\n{config}",
-            sock.display(),
-            dir.path().join("logs").display()
-        );
-        std::fs::write(dir.path().join("p.toml"), text).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "p.toml", "--backend", "null", "--record", "out.wav"])
-            .current_dir(dir.path())
-            .env("SLOTPOOL_WORKER_BIN", worker_bin())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Host {
-            dir,
-            child: Some(child),
-            started: Instant::now(),
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("ctl")
-            .arg("-s")
-            .arg(self.dir.path().join("ctl").join("ctl.sock"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> Option<Value> {
-        let o = self.ctl(&["status", "--json"]);
-        serde_json::from_slice(&o.stdout).ok()
-    }
-
-    fn program(&self, name: &str) -> Option<Value> {
-        self.status()?["programs"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
-    }
-
-    /// Waits (generously) until `pred` holds for the status of `name`.
-    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.program(name)
-                && pred(&p)
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < until,
-                "{name} never became {what}; status: {:?}\nhost log:\n{}",
-                self.status(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_up(&self, name: &str) -> Value {
-        self.wait_for(name, "RUNNING with its blocks in use", |p| {
-            p["state"] == "RUNNING" && p["link"] == "up"
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
-    }
-
-    /// SIGINT, wait for exit 0, return the recording (frames of CHANNELS samples).
-    fn finish(mut self) -> (Vec<f32>, String) {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-        let status = child.wait().unwrap();
-        let log = self.log();
-        assert!(status.success(), "host exited with {status}; log:\n{log}");
-        assert!(!log.contains("panicked"), "the host panicked:\n{log}");
-        let wav = hound::WavReader::open(self.dir.path().join("out.wav")).unwrap();
-        assert_eq!(wav.spec().channels as usize, CHANNELS);
-        let samples = wav.into_samples::<f32>().map(Result::unwrap).collect();
-        (samples, log)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn signal(pid: u64, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+/// `slotpool run --backend null --record` on `config`, recording CHANNELS channels.
+fn start_host(config: &str) -> Host {
+    Host::start(config, CHANNELS)
 }
 
 /// `[engine]` and one sine slot per `(name, freq, channel)`, each routed to its own
@@ -189,15 +55,7 @@ fn config(slots: &[(&str, f64, u32)], extra: &str) -> String {
 
 /// Per block, the RMS of channel `ch`.
 fn block_rms(samples: &[f32], ch: usize) -> Vec<f64> {
-    samples
-        .chunks_exact(FRAMES * CHANNELS)
-        .map(|b| {
-            let s: f64 = (0..FRAMES)
-                .map(|f| f64::from(b[f * CHANNELS + ch]).powi(2))
-                .sum();
-            (s / FRAMES as f64).sqrt()
-        })
-        .collect()
+    live_host::block_rms(samples, FRAMES, CHANNELS, ch)
 }
 
 fn full(r: f64) -> bool {
@@ -270,7 +128,7 @@ fn broken_in(rms: &[f64], range: std::ops::Range<usize>) -> Vec<(usize, f64)> {
 fn sigkill_of_one_worker_leaves_the_others_unbroken_and_it_comes_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _dog = watchdog(Duration::from_secs(180));
-    let host = Host::start(&config(
+    let host = start_host(&config(
         &[("a", 300.0, 0), ("b", 500.0, 1), ("c", 700.0, 2)],
         "",
     ));
@@ -340,7 +198,7 @@ fn sigkill_of_one_worker_leaves_the_others_unbroken_and_it_comes_back() {
 fn sigstop_falls_back_in_the_same_cycle_and_is_killed_as_a_hang() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _dog = watchdog(Duration::from_secs(180));
-    let host = Host::start(&config(&[("a", 300.0, 0), ("b", 500.0, 1)], ""));
+    let host = start_host(&config(&[("a", 300.0, 0), ("b", 500.0, 1)], ""));
     host.wait_up("a:0");
     let victim = host.wait_up("b:0");
     std::thread::sleep(Duration::from_millis(1000));
@@ -399,9 +257,9 @@ fn a_scribbling_worker_is_quarantined_and_restarted_while_the_host_plays_on() {
     c.push_str(&format!(
         "[program.bad]\ncommand = \"{} --module sine --param freq=500 --param amp={AMP} --fault scribble --fault-after 375\"\nfallback = \"silence\"\nstartsecs = 0\n\
          [[route]]\nfrom = \"bad\"\nto = \"output\"\nchannels = [[0, 1]]\n",
-        worker_bin().display()
+        bins().1.display()
     ));
-    let host = Host::start(&c);
+    let host = start_host(&c);
     host.wait_up("a:0");
     let p = host.wait_for("bad:0", "quarantined and restarted", |p| {
         p["quarantines"].as_u64() >= Some(1)
@@ -454,7 +312,7 @@ fn a_scribbling_worker_is_quarantined_and_restarted_while_the_host_plays_on() {
 fn a_reload_that_moves_a_route_swaps_the_patch_without_a_late_block() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _dog = watchdog(Duration::from_secs(180));
-    let host = Host::start(&config(&[("a", 300.0, 0), ("b", 500.0, 1)], ""));
+    let host = start_host(&config(&[("a", 300.0, 0), ("b", 500.0, 1)], ""));
     host.wait_up("a:0");
     host.wait_up("b:0");
     std::thread::sleep(Duration::from_millis(1000));
@@ -466,7 +324,7 @@ fn a_reload_that_moves_a_route_swaps_the_patch_without_a_late_block() {
     };
     let before = late(&host);
     // b moves from output channel 1 to channel 2.
-    let path = host.dir.path().join("p.toml");
+    let path = host.dir().join("p.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("channels = [[0, 1]]", "channels = [[0, 2]]");

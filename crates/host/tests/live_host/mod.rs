@@ -1,0 +1,213 @@
+//! Shared harness of the live end-to-end tests (run_live.rs, chaos_engine.rs): a real
+//! `slotpool run --backend null --record out.wav` in a fresh directory with its own
+//! control socket, read through `slotpool ctl status --json`, stopped with SIGINT and
+//! its recording read back with hound.
+//!
+//! The binaries are this build's (debug under `cargo test`), or those in
+//! `$SLOTPOOL_CHAOS_BIN_DIR` (scripts/soak.sh builds release binaries and points it at
+//! them). The worker is built once if missing.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_slotpool");
+
+/// The `slotpool` and `slotpool-worker` binaries the tests run.
+pub fn bins() -> &'static (PathBuf, PathBuf) {
+    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SLOTPOOL_CHAOS_BIN_DIR") {
+            let dir = PathBuf::from(dir);
+            let pair = (dir.join("slotpool"), dir.join("slotpool-worker"));
+            for b in [&pair.0, &pair.1] {
+                assert!(
+                    b.exists(),
+                    "SLOTPOOL_CHAOS_BIN_DIR: {} does not exist; build it with \
+                     `cargo build --release -p slotpool-host --bin slotpool -p slotpool-worker --bin slotpool-worker`",
+                    b.display()
+                );
+            }
+            println!("live host: binaries from {}", dir.display());
+            return pair;
+        }
+        let worker = Path::new(BIN).with_file_name("slotpool-worker");
+        if !worker.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = Command::new(cargo)
+                .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
+                .status()
+                .expect("run cargo to build slotpool-worker")
+                .success();
+            assert!(ok, "building slotpool-worker failed");
+        }
+        (PathBuf::from(BIN), worker)
+    })
+}
+
+/// A running `slotpool run --backend null --record out.wav` in a fresh directory.
+pub struct Host {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Channels of the recording (the config's `[engine] channels`).
+    channels: usize,
+    /// When the host process was started (its audio starts a little later).
+    pub started: Instant,
+}
+
+impl Host {
+    /// Starts the host on `config` (everything but `[control]` and `[supervisor]`),
+    /// recording `channels` channels.
+    pub fn start(config: &str, channels: usize) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        // The control socket must live in a directory only we can enter.
+        let sock_dir = dir.path().join("ctl");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&sock_dir)
+            .unwrap();
+        let text = format!(
+            "[control]\nsocket = \"{}\"\n[supervisor]\nlog_dir = \"{}\"\n{config}",
+            sock_dir.join("ctl.sock").display(),
+            dir.path().join("logs").display()
+        );
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        let child = Command::new(&bins().0)
+            .args(["run", "p.toml", "--backend", "null", "--record", "out.wav"])
+            .current_dir(dir.path())
+            .env("SLOTPOOL_WORKER_BIN", &bins().1)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Host {
+            dir,
+            child: Some(child),
+            channels,
+            started: Instant::now(),
+        }
+    }
+
+    /// The host's directory (its config is `p.toml` there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `slotpool ctl -s SOCKET ARGS…`.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&bins().0)
+            .arg("ctl")
+            .arg("-s")
+            .arg(self.dir.path().join("ctl").join("ctl.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `ctl status --json`, if the host answers.
+    pub fn status(&self) -> Option<Value> {
+        serde_json::from_slice(&self.ctl(&["status", "--json"]).stdout).ok()
+    }
+
+    /// A status that must be there.
+    pub fn status_now(&self) -> Value {
+        self.status()
+            .unwrap_or_else(|| panic!("no status; host log:\n{}", self.log()))
+    }
+
+    /// The status entry of program instance `name` (`prog:0`).
+    pub fn program(&self, name: &str) -> Option<Value> {
+        find(&self.status()?, name).cloned()
+    }
+
+    /// Waits (generously) until `pred` holds for the status of `name`.
+    pub fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.program(name)
+                && pred(&p)
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} never became {what}; status: {:?}\nhost log:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `name` is RUNNING with its blocks in use.
+    pub fn wait_up(&self, name: &str) -> Value {
+        self.wait_for(name, "RUNNING with its blocks in use", up)
+    }
+
+    /// The host's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// SIGINT, wait for exit 0 with no panic in the log, return the recording
+    /// (interleaved frames) and the log.
+    pub fn finish(mut self) -> (Vec<f32>, String) {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = child.wait().unwrap();
+        let log = self.log();
+        assert!(status.success(), "host exited with {status}; log:\n{log}");
+        assert!(!log.contains("panicked"), "the host panicked:\n{log}");
+        let wav = hound::WavReader::open(self.dir.path().join("out.wav")).unwrap();
+        assert_eq!(wav.spec().channels as usize, self.channels);
+        let samples = wav.into_samples::<f32>().map(Result::unwrap).collect();
+        (samples, log)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The entry of program instance `name` in a status.
+pub fn find<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["programs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// RUNNING, its blocks in use, with a pid.
+pub fn up(p: &Value) -> bool {
+    p["state"] == "RUNNING" && p["link"] == "up" && p["pid"].as_u64().is_some()
+}
+
+/// Sends a signal; a process that is already gone is not an error.
+pub fn signal(pid: u64, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Per block of `frames` frames, the RMS of channel `ch` of interleaved `channels`.
+pub fn block_rms(samples: &[f32], frames: usize, channels: usize, ch: usize) -> Vec<f64> {
+    samples
+        .chunks_exact(frames * channels)
+        .map(|b| {
+            let s: f64 = (0..frames)
+                .map(|k| f64::from(b[k * channels + ch]).powi(2))
+                .sum();
+            (s / frames as f64).sqrt()
+        })
+        .collect()
+}
