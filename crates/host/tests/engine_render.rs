@@ -2,11 +2,12 @@
 //! --in-process` bit for bit: for a fixed patch (two voices → filter → async delay,
 //! a noise bed) and for random small patches of built-in modules (proptest).
 
-use std::path::{Path, PathBuf};
+mod live_host;
+
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use live_host::worker_bin;
 use proptest::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_slotpool");
@@ -17,25 +18,6 @@ fn watchdog(limit: Duration) {
         eprintln!("watchdog: test exceeded {limit:?}; aborting");
         std::process::abort();
     });
-}
-
-/// The `slotpool-worker` binary next to `slotpool`, built once if it is missing
-/// (`cargo test -p slotpool-host` does not build other packages' binaries).
-fn worker_bin() -> &'static Path {
-    static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
-    BIN_PATH.get_or_init(|| {
-        let path = Path::new(BIN).with_file_name("slotpool-worker");
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
-                .status()
-                .expect("run cargo to build slotpool-worker")
-                .success();
-            assert!(ok, "building slotpool-worker failed");
-        }
-        path
-    })
 }
 
 /// Renders `config` both ways in a fresh directory; returns (workers, reference) bytes.

@@ -19,13 +19,15 @@
 
 mod chaos_common;
 
+mod live_host;
+
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chaos_common::{BIN, children_of, processes, watchdog};
+use live_host::worker_bin;
 use serde_json::Value;
 
 /// The tests load both cores (a spinner takes one); they run one at a time.
@@ -33,16 +35,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The priority the workers get below `realtime = true` (70).
 const WORKER_PRIO: u32 = 69;
-
-fn worker_bin() -> PathBuf {
-    let path = Path::new(BIN).with_file_name("slotpool-worker");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
 
 /// Whether this process may use SCHED_FIFO at `prio`: CAP_SYS_NICE in the effective
 /// set, or an RLIMIT_RTPRIO of at least `prio`.

@@ -7,11 +7,14 @@
 //! SIGTERM. When `SLOTPOOL_JACK_SERVER` names a running server, that one is used.
 #![cfg(feature = "jack")]
 
+mod live_host;
+
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use live_host::worker_bin;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_slotpool");
@@ -27,21 +30,6 @@ fn watchdog(secs: u64) {
         eprintln!("watchdog: test exceeded {secs} s; aborting");
         std::process::abort();
     });
-}
-
-/// The `slotpool-worker` binary next to `slotpool`, built if missing.
-fn worker_bin() -> PathBuf {
-    let path = Path::new(BIN).with_file_name("slotpool-worker");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
-            .status()
-            .expect("run cargo to build slotpool-worker")
-            .success();
-        assert!(ok, "building slotpool-worker failed");
-    }
-    path
 }
 
 /// A process we started; SIGTERM, then SIGKILL after 5 s, reaped on drop.

@@ -1,4 +1,5 @@
-//! Shared harness of the live end-to-end tests (run_live.rs, chaos_engine.rs): a real
+//! Shared harness of the live end-to-end tests (run_live.rs, chaos_engine.rs; the
+//! worker binary for the other end-to-end tests too): a real
 //! `slotpool run --backend null --record out.wav` in a fresh directory with its own
 //! control socket, read through `slotpool ctl status --json`, stopped with SIGINT and
 //! its recording read back with hound.
@@ -37,8 +38,17 @@ pub fn bins() -> &'static (PathBuf, PathBuf) {
             println!("live host: binaries from {}", dir.display());
             return pair;
         }
-        let worker = Path::new(BIN).with_file_name("slotpool-worker");
-        if !worker.exists() {
+        (PathBuf::from(BIN), worker_bin().to_path_buf())
+    })
+}
+
+/// The `slotpool-worker` binary next to this build's `slotpool`, built once if it is
+/// missing (`cargo test -p slotpool-host` does not build other packages' binaries).
+pub fn worker_bin() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = Path::new(BIN).with_file_name("slotpool-worker");
+        if !path.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let ok = Command::new(cargo)
                 .args(["build", "-p", "slotpool-worker", "--bin", "slotpool-worker"])
@@ -47,7 +57,7 @@ pub fn bins() -> &'static (PathBuf, PathBuf) {
                 .success();
             assert!(ok, "building slotpool-worker failed");
         }
-        (PathBuf::from(BIN), worker)
+        path
     })
 }
 
