@@ -472,3 +472,30 @@ fn a_refused_rt_request_starts_the_worker_at_normal_priority_and_says_so_once() 
     assert_eq!(warnings, 1, "{}", host.log());
     println!("refused: {rt}");
 }
+
+#[test]
+fn a_slot_can_set_its_own_worker_scheduling_over_the_engines() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _dog = watchdog(Duration::from_secs(120));
+    // The engine's default (one below the audio thread) for a; b opts out; c asks for
+    // a priority of its own below the audio thread's 70.
+    let body = engine("realtime = 70")
+        + &slot("a", &sine(220, ""), 0, "")
+        + &slot("b", &sine(330, ""), 1, "realtime = false\n")
+        + &slot("c", &sine(440, ""), 0, "realtime = 40\n");
+    let host = Host::start(&body, &[]);
+    let [a, b, c] = ["a:0", "b:0", "c:0"].map(|n| host.wait_for(n, "RUNNING", running));
+    let pid = |p: &Value| p["pid"].as_i64().unwrap();
+    let rt = |p: &Value| p["realtime"].as_str().unwrap_or_default().to_string();
+    println!("a: {}; b: {}; c: {}", rt(&a), rt(&b), rt(&c));
+    // Opting out works whether or not this box permits SCHED_FIFO.
+    assert_eq!(sched_of(pid(&b)), Some((0, 0)));
+    assert!(rt(&b).starts_with("off (realtime = false"), "{b}");
+    if !rt_permitted(WORKER_PRIO) {
+        println!("SCHED_FIFO is not permitted here: checked the opt-out only");
+        return;
+    }
+    assert_eq!(sched_of(pid(&a)), Some((1, WORKER_PRIO)));
+    assert_eq!(sched_of(pid(&c)), Some((1, 40)));
+    assert_eq!(rt(&c), "SCHED_FIFO 40, RLIMIT_RTTIME 200/400 ms");
+}

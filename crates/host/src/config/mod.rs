@@ -201,6 +201,9 @@ pub struct SlotConfig {
     /// Keep a second worker started and parked (a hot standby): when the worker dies or
     /// hangs, the standby takes the slot over without an exec on the way.
     pub standby: bool,
+    /// This slot's worker scheduling (`realtime = true | false | <priority>`), over
+    /// `[engine] worker_realtime`; `None`: the engine's.
+    pub realtime: Option<WorkerRealtime>,
 }
 
 /// `mode`.

@@ -88,6 +88,7 @@ pub(crate) struct RawProgram {
     pub fallback: S<String>,
     pub hang_timeout: S<Millis>,
     pub standby: S<bool>,
+    pub realtime: S<WorkerRealtime>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -189,6 +189,39 @@ fn worker_realtime_defaults_to_one_below_the_audio_thread_and_takes_false_or_a_p
 }
 
 #[test]
+fn a_slot_may_set_its_own_realtime_over_the_engines_worker_realtime() {
+    let slot = |engine: &str, program: &str| {
+        parse(&format!(
+            "[engine]\n{engine}[program.fx]\nmodule = \"gain\"\n{program}"
+        ))
+        .map(|c| c.programs[0].slot.as_ref().unwrap().realtime)
+    };
+    assert_eq!(slot("", ""), Ok(None), "left out: the engine's setting");
+    assert_eq!(
+        slot("", "realtime = false\n"),
+        Ok(Some(WorkerRealtime::Off))
+    );
+    assert_eq!(
+        slot("worker_realtime = false\n", "realtime = true\n"),
+        Ok(Some(WorkerRealtime::BelowAudio))
+    );
+    assert_eq!(
+        slot("realtime = 70\n", "realtime = 50\n"),
+        Ok(Some(WorkerRealtime::Priority(50)))
+    );
+    // The same bound as the engine's key, named at the slot's key.
+    let e = err("[engine]\nrealtime = 70\n[program.fx]\nmodule = \"gain\"\nrealtime = 70\n");
+    assert_eq!((e.line, e.key.as_str()), (5, "program.fx.realtime"));
+    assert!(e.message.contains("use 1 to 69"), "{e}");
+    // Only slots have workers to schedule.
+    let e = err("[program.plain]\ncommand = \"sleep 9\"\nrealtime = false\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.plain.realtime"));
+    assert!(e.message.contains("only applies to slots"), "{e}");
+    let e = err("[program.fx]\nmodule = \"gain\"\nreal_time = false\n");
+    assert!(e.message.contains("did you mean `realtime`"), "{e}");
+}
+
+#[test]
 fn wait_spin_us_is_bounded_and_reaches_the_engine_settings() {
     let spin = |body: &str| parse(&format!("[engine]\n{body}")).map(|c| c.engine.wait_spin_us);
     assert_eq!(spin(""), Ok(EngineConfig::default().wait_spin_us));

@@ -48,6 +48,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "fallback",
     "hang_timeout",
     "standby",
+    "realtime",
 ];
 
 /// supervisord spellings users bring along, and what slotpool calls them.
@@ -94,7 +95,16 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
     let programs: Vec<ProgramConfig> = raw_programs
         .iter()
-        .filter_map(|(name, p)| program(&mut rep, name, p, routed.contains(name.as_str()), &base))
+        .filter_map(|(name, p)| {
+            program(
+                &mut rep,
+                name,
+                p,
+                routed.contains(name.as_str()),
+                &base,
+                &engine,
+            )
+        })
         .collect();
     let routes = routes(&mut rep, &raw.route, &raw, &engine);
 
@@ -275,26 +285,10 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
     if let Some(v) = &r.realtime {
         e.realtime = v.get_ref().0;
     }
-    if let Some(v) = &r.worker_realtime {
-        match (*v.get_ref(), e.realtime) {
-            (WorkerRealtime::Priority(w), Some(audio)) if w >= audio => rep.error(
-                v.span(),
-                "engine.worker_realtime",
-                format!(
-                    "{w} is not below the audio thread's realtime = {audio}: a worker at or above \
-                     the audio thread can hold up the cycle that waits for it; {}",
-                    if audio > 1 {
-                        format!(
-                            "use 1 to {}, or true for one below the audio thread",
-                            audio - 1
-                        )
-                    } else {
-                        "raise realtime, or use true (workers then share priority 1)".to_string()
-                    }
-                ),
-            ),
-            (w, _) => e.worker_realtime = w,
-        }
+    if let Some(v) = &r.worker_realtime
+        && let Some(w) = worker_realtime(rep, v, e.realtime, "engine.worker_realtime")
+    {
+        e.worker_realtime = w;
     }
     if let Some(v) = &r.wait_spin_us {
         if *v.get_ref() <= MAX_WAIT_SPIN_US {
@@ -318,6 +312,38 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
 /// Upper bound of `[engine] wait_spin_us`: a spin longer than a millisecond burns a
 /// core for a worker that is not answering soon anyway.
 const MAX_WAIT_SPIN_US: u32 = 1000;
+
+/// A worker scheduling setting (`[engine] worker_realtime`, a slot's `realtime`),
+/// refused when it asks for a priority at or above the audio thread's `realtime`.
+fn worker_realtime(
+    rep: &mut Reporter<'_>,
+    v: &Spanned<WorkerRealtime>,
+    audio: Option<u8>,
+    key: &str,
+) -> Option<WorkerRealtime> {
+    match (*v.get_ref(), audio) {
+        (WorkerRealtime::Priority(w), Some(audio)) if w >= audio => {
+            rep.error(
+                v.span(),
+                key,
+                format!(
+                    "{w} is not below the audio thread's realtime = {audio}: a worker at or above \
+                     the audio thread can hold up the cycle that waits for it; {}",
+                    if audio > 1 {
+                        format!(
+                            "use 1 to {}, or true for one below the audio thread",
+                            audio - 1
+                        )
+                    } else {
+                        "raise realtime, or use true (workers then share priority 1)".to_string()
+                    }
+                ),
+            );
+            None
+        }
+        (w, _) => Some(w),
+    }
+}
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
@@ -421,6 +447,7 @@ fn program(
     sp: &Spanned<RawProgram>,
     routed: bool,
     base: &Path,
+    engine: &EngineConfig,
 ) -> Option<ProgramConfig> {
     let r = sp.get_ref();
     let key = |k: &str| format!("program.{name}.{k}");
@@ -680,12 +707,13 @@ fn program(
 
     // Slot keys.
     let is_slot = r.module.is_some() || routed;
-    let slot_only: [(&str, Option<std::ops::Range<usize>>); 5] = [
+    let slot_only: [(&str, Option<std::ops::Range<usize>>); 6] = [
         ("params", r.params.as_ref().map(Spanned::span)),
         ("mode", r.mode.as_ref().map(Spanned::span)),
         ("fallback", r.fallback.as_ref().map(Spanned::span)),
         ("hang_timeout", r.hang_timeout.as_ref().map(Spanned::span)),
         ("standby", r.standby.as_ref().map(Spanned::span)),
+        ("realtime", r.realtime.as_ref().map(Spanned::span)),
     ];
     let slot = if is_slot {
         let mode = match r.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -773,6 +801,11 @@ fn program(
                 }
             }
         }
+        // This slot's worker scheduling, over `[engine] worker_realtime`.
+        let realtime = r
+            .realtime
+            .as_ref()
+            .and_then(|v| worker_realtime(rep, v, engine.realtime, &key("realtime")));
         Some(SlotConfig {
             module: r.module.as_ref().map(|m| m.get_ref().clone()),
             params,
@@ -780,6 +813,7 @@ fn program(
             fallback,
             hang_timeout,
             standby: r.standby.as_ref().is_some_and(|v| *v.get_ref()),
+            realtime,
         })
     } else {
         for (k, span) in slot_only {

@@ -138,7 +138,9 @@ fn errno_name(e: Errno) -> String {
 impl fmt::Display for WorkerRt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            WorkerRt::Off => f.write_str("off (worker_realtime = false)"),
+            WorkerRt::Off => f.write_str(
+                "off (realtime = false for this slot, or [engine] worker_realtime = false)",
+            ),
             WorkerRt::AudioNotRealtime => {
                 f.write_str("off (the audio thread is not real-time; see the host's realtime)")
             }
