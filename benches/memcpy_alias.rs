@@ -453,6 +453,10 @@ fn part3(mode: RunMode) {
 struct HandOff {
     head: CachePadded<AtomicU64>,
     tail: CachePadded<AtomicU64>,
+    /// Where each block's cycle tag goes (part 5); part 4 writes none.
+    tag: Tag,
+    /// The tags of [`Tag::Separate`]: 8 to a cache line, apart from the samples.
+    tags: CachePadded<[AtomicU64; SLOTS]>,
     bytes: Box<[UnsafeCell<u8>]>,
     /// Offset of the first 128-aligned byte of `bytes`.
     base: usize,
@@ -468,8 +472,27 @@ struct HandOff {
 // after writing it). A slot's bytes are never accessed by both threads at once.
 unsafe impl Sync for HandOff {}
 
+/// Where a block's 8-byte cycle tag lives in the part-5 model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tag {
+    /// No tag (part 4; and part 5's floor: what rtrb moves).
+    None,
+    /// In the slot's first line, the samples from +64: the ring since ABI 2.
+    InSlot,
+    /// In an array of their own, 8 tags to a line; the samples from +0 of the slot.
+    Separate,
+}
+
 impl HandOff {
     fn new(len: usize, data_offset: usize) -> HandOff {
+        HandOff::with_tag(len, data_offset, Tag::None)
+    }
+
+    fn with_tag(len: usize, data_offset: usize, tag: Tag) -> HandOff {
+        assert!(
+            tag != Tag::InSlot || data_offset >= 8,
+            "the tag must fit before the samples"
+        );
         let stride = (data_offset + len).div_ceil(128) * 128 + 64;
         let bytes: Box<[UnsafeCell<u8>]> = (0..SLOTS * stride + 128)
             .map(|_| UnsafeCell::new(0))
@@ -478,6 +501,8 @@ impl HandOff {
         HandOff {
             head: CachePadded(AtomicU64::new(0)),
             tail: CachePadded(AtomicU64::new(0)),
+            tag,
+            tags: CachePadded(std::array::from_fn(|_| AtomicU64::new(0))),
             bytes,
             base,
             stride,
@@ -493,6 +518,13 @@ impl HandOff {
         UnsafeCell::raw_get(self.bytes[off..].as_ptr())
     }
 
+    /// The first 8 bytes of the slot for `pos` (its tag, for [`Tag::InSlot`]).
+    fn tag_in_slot(&self, pos: u64) -> *mut u64 {
+        let off = self.base + (pos as usize % SLOTS) * self.stride;
+        debug_assert!(off + 8 <= self.bytes.len());
+        UnsafeCell::raw_get(self.bytes[off..].as_ptr()).cast::<u64>()
+    }
+
     fn push(&self, head: u64, block: &[u8]) {
         common::spin_until("hand-off push", || {
             head - self.tail.0.load(Ordering::Acquire) < SLOTS as u64
@@ -501,6 +533,14 @@ impl HandOff {
         // SAFETY: the slot is ours (checked above: the consumer released it) and lies in
         // `bytes` (debug-checked in `slot`); `block` is our own memory of `len` bytes.
         unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), self.slot(head), self.len) };
+        match self.tag {
+            Tag::None => {}
+            // SAFETY: as above; the tag is the slot's first 8 bytes, before the samples
+            // from `data_offset`, which `with_tag` asserts is at least 8 for this mode.
+            Tag::InSlot => unsafe { self.tag_in_slot(head).write_unaligned(head) },
+            // Relaxed: published by the Release store of `head` below.
+            Tag::Separate => self.tags.0[head as usize % SLOTS].store(head, Ordering::Relaxed),
+        }
         // Release pairs with the consumer's Acquire load of `head`: publishes the slot.
         self.head.0.store(head + 1, Ordering::Release);
     }
@@ -510,6 +550,14 @@ impl HandOff {
         // Acquire pairs with the producer's Release store of `head`.
         let head = self.head.0.load(Ordering::Acquire);
         while tail < head {
+            let tag = match self.tag {
+                Tag::None => tail,
+                // SAFETY: as for the samples below; the tag is the slot's first 8 bytes.
+                Tag::InSlot => unsafe { self.tag_in_slot(tail).read_unaligned() },
+                // Relaxed: ordered by the Acquire load of `head` above.
+                Tag::Separate => self.tags.0[tail as usize % SLOTS].load(Ordering::Relaxed),
+            };
+            assert_eq!(tag, tail, "hand-off tag");
             // SAFETY: slot `tail` is published (tail < head) and not yet released, so the
             // producer does not touch it; `out` is our own memory of `len` bytes.
             unsafe { std::ptr::copy_nonoverlapping(self.slot(tail), out.as_mut_ptr(), self.len) };
@@ -527,11 +575,100 @@ struct CachePadded<T>(T);
 fn part4(mode: RunMode) {
     let lens = [512usize, 1024, 2048, 4096, 8192];
     let offsets = [ABI1_SAMPLES_AT, SLOT_HEADER];
-    let rings: Arc<Vec<HandOff>> = Arc::new(
-        lens.iter()
-            .flat_map(|&len| offsets.map(|off| HandOff::new(len, off)))
-            .collect(),
+    let rings: Vec<HandOff> = lens
+        .iter()
+        .flat_map(|&len| offsets.map(|off| HandOff::new(len, off)))
+        .collect();
+    let rates = hand_off_rates(mode, rings);
+    let rows: Vec<Vec<String>> = lens
+        .iter()
+        .enumerate()
+        .map(|(l, &len)| {
+            let gbs = |r: &[f64]| format!("{:.1}", median(r) * len as f64 / 1e9);
+            let best = |r: &[f64]| {
+                format!(
+                    "{:.1}",
+                    r.iter().copied().fold(0.0, f64::max) * len as f64 / 1e9
+                )
+            };
+            vec![
+                format!("{} ({len} B)", len / (CHANNELS * 4)),
+                gbs(&rates[2 * l]),
+                gbs(&rates[2 * l + 1]),
+                best(&rates[2 * l]),
+                best(&rates[2 * l + 1]),
+                format!(
+                    "{:.2}",
+                    common::paired_ratio(&rates[2 * l + 1], &rates[2 * l])
+                ),
+            ]
+        })
+        .collect();
+    print_table(
+        "cross-core block hand-off through 16 ring-like slots: samples at +16 (ABI 1) vs +64 (the ring since ABI 2) in the slot (GB/s, medians of interleaved rounds)",
+        &[
+            "frames x2 f32",
+            "+16 median",
+            "+64 median",
+            "+16 best",
+            "+64 best",
+            "+64 / +16 (paired)",
+        ],
+        &rows,
     );
+}
+
+/// Part 5: where the cycle tag goes. The same hand-off with an 8-byte tag written by
+/// the producer and checked by the consumer for every block: in the slot's first line
+/// (the ring's layout since ABI 2: one line more per block than the samples), in an
+/// array of tags of its own (8 to a line), or no tag at all (what rtrb moves). Answers
+/// whether moving the tags out of the slots (an ABI change) would close the gap to rtrb.
+fn part5(mode: RunMode) {
+    let lens = [512usize, 1024, 2048, 4096, 8192];
+    let kinds = [
+        (Tag::InSlot, SLOT_HEADER),
+        (Tag::Separate, 0),
+        (Tag::None, 0),
+    ];
+    let rings: Vec<HandOff> = lens
+        .iter()
+        .flat_map(|&len| kinds.map(|(tag, off)| HandOff::with_tag(len, off, tag)))
+        .collect();
+    let rates = hand_off_rates(mode, rings);
+    let rows: Vec<Vec<String>> = lens
+        .iter()
+        .enumerate()
+        .map(|(l, &len)| {
+            let r = |k: usize| &rates[3 * l + k];
+            let gbs = |k: usize| format!("{:.2}", median(r(k)) * len as f64 / 1e9);
+            vec![
+                format!("{} ({len} B)", len / (CHANNELS * 4)),
+                gbs(0),
+                gbs(1),
+                gbs(2),
+                format!("{:.3}", common::paired_ratio(r(1), r(0))),
+                format!("{:.3}", common::paired_ratio(r(2), r(0))),
+            ]
+        })
+        .collect();
+    print_table(
+        "cross-core block hand-off with an 8-byte cycle tag per block: tag in the slot's first line (ring, ABI 2) vs tags in their own lines vs no tag (GB/s, medians of interleaved rounds; ratios: medians of paired per-round ratios)",
+        &[
+            "frames x2 f32",
+            "tag in slot",
+            "tags apart",
+            "no tag",
+            "apart / in slot",
+            "no tag / in slot",
+        ],
+        &rows,
+    );
+}
+
+/// Blocks per second through each of `rings`, one core to the other, interleaved over
+/// many short rounds (see common::calibrate for why): per ring, one rate per round.
+fn hand_off_rates(mode: RunMode, rings: Vec<HandOff>) -> Vec<Vec<f64>> {
+    let rings = Arc::new(rings);
     let current = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
@@ -586,43 +723,7 @@ fn part4(mode: RunMode) {
     });
     stop.store(true, Ordering::Release);
     consumer.join().expect("hand-off consumer");
-
-    let rows: Vec<Vec<String>> = lens
-        .iter()
-        .enumerate()
-        .map(|(l, &len)| {
-            let gbs = |r: &[f64]| format!("{:.1}", median(r) * len as f64 / 1e9);
-            let best = |r: &[f64]| {
-                format!(
-                    "{:.1}",
-                    r.iter().copied().fold(0.0, f64::max) * len as f64 / 1e9
-                )
-            };
-            vec![
-                format!("{} ({len} B)", len / (CHANNELS * 4)),
-                gbs(&rates[2 * l]),
-                gbs(&rates[2 * l + 1]),
-                best(&rates[2 * l]),
-                best(&rates[2 * l + 1]),
-                format!(
-                    "{:.2}",
-                    common::paired_ratio(&rates[2 * l + 1], &rates[2 * l])
-                ),
-            ]
-        })
-        .collect();
-    print_table(
-        "cross-core block hand-off through 16 ring-like slots: samples at +16 (ABI 1) vs +64 (the ring since ABI 2) in the slot (GB/s, medians of interleaved rounds)",
-        &[
-            "frames x2 f32",
-            "+16 median",
-            "+64 median",
-            "+16 best",
-            "+64 best",
-            "+64 / +16 (paired)",
-        ],
-        &rows,
-    );
+    rates
 }
 
 fn criterion_part(c: &mut Criterion) {
@@ -664,4 +765,5 @@ fn main() {
     part2(mode);
     part3(mode);
     part4(mode);
+    part5(mode);
 }
