@@ -572,15 +572,13 @@ impl HandOff {
 #[repr(align(128))]
 struct CachePadded<T>(T);
 
+/// Block sizes of the hand-off model (parts 4 and 5): 64 to 1024 frames of stereo f32.
+const HAND_OFF_LENS: [usize; 5] = [512, 1024, 2048, 4096, 8192];
+
 fn part4(mode: RunMode) {
-    let lens = [512usize, 1024, 2048, 4096, 8192];
     let offsets = [ABI1_SAMPLES_AT, SLOT_HEADER];
-    let rings: Vec<HandOff> = lens
-        .iter()
-        .flat_map(|&len| offsets.map(|off| HandOff::new(len, off)))
-        .collect();
-    let rates = hand_off_rates(mode, rings);
-    let rows: Vec<Vec<String>> = lens
+    let rates = hand_off_rates(mode, |len| offsets.map(|off| HandOff::new(len, off)).into());
+    let rows: Vec<Vec<String>> = HAND_OFF_LENS
         .iter()
         .enumerate()
         .map(|(l, &len)| {
@@ -624,18 +622,17 @@ fn part4(mode: RunMode) {
 /// array of tags of its own (8 to a line), or no tag at all (what rtrb moves). Answers
 /// whether moving the tags out of the slots (an ABI change) would close the gap to rtrb.
 fn part5(mode: RunMode) {
-    let lens = [512usize, 1024, 2048, 4096, 8192];
     let kinds = [
         (Tag::InSlot, SLOT_HEADER),
         (Tag::Separate, 0),
         (Tag::None, 0),
     ];
-    let rings: Vec<HandOff> = lens
-        .iter()
-        .flat_map(|&len| kinds.map(|(tag, off)| HandOff::with_tag(len, off, tag)))
-        .collect();
-    let rates = hand_off_rates(mode, rings);
-    let rows: Vec<Vec<String>> = lens
+    let rates = hand_off_rates(mode, |len| {
+        kinds
+            .map(|(tag, off)| HandOff::with_tag(len, off, tag))
+            .into()
+    });
+    let rows: Vec<Vec<String>> = HAND_OFF_LENS
         .iter()
         .enumerate()
         .map(|(l, &len)| {
@@ -665,10 +662,11 @@ fn part5(mode: RunMode) {
     );
 }
 
-/// Blocks per second through each of `rings`, one core to the other, interleaved over
-/// many short rounds (see common::calibrate for why): per ring, one rate per round.
-fn hand_off_rates(mode: RunMode, rings: Vec<HandOff>) -> Vec<Vec<f64>> {
-    let rings = Arc::new(rings);
+/// Blocks per second through the rings `per_len` builds for each of [`HAND_OFF_LENS`]
+/// (in that order), one core to the other, interleaved over many short rounds (see
+/// common::calibrate for why): per ring, one rate per round.
+fn hand_off_rates(mode: RunMode, per_len: impl Fn(usize) -> Vec<HandOff>) -> Vec<Vec<f64>> {
+    let rings: Arc<Vec<HandOff>> = Arc::new(HAND_OFF_LENS.into_iter().flat_map(per_len).collect());
     let current = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
