@@ -21,13 +21,11 @@ mod chaos_common;
 
 mod live_host;
 
-use std::os::unix::fs::DirBuilderExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chaos_common::{BIN, children_of, processes, watchdog};
-use live_host::worker_bin;
+use chaos_common::{children_of, processes, watchdog};
+use live_host::{Host, worker_bin};
 use serde_json::Value;
 
 /// The tests load both cores (a spinner takes one); they run one at a time.
@@ -62,111 +60,6 @@ fn sched_of(pid: i64) -> Option<(u32, u32)> {
     Some((f.get(38)?.parse().ok()?, f.get(37)?.parse().ok()?))
 }
 
-/// `slotpool run h.toml --backend null` in a fresh directory, plain-text log in host.log.
-struct Host {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Host {
-    fn start(body: &str, wrapper: &[&str]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let sock_dir = dir.path().join("ctl");
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&sock_dir)
-            .unwrap();
-        let text = format!(
-            "[control]\nsocket = \"{}\"\n[supervisor]\nlog_dir = \"{}\"\n{body}",
-            sock_dir.join("h.sock").display(),
-            dir.path().join("logs").display()
-        );
-        std::fs::write(dir.path().join("h.toml"), text).unwrap();
-        let (exe, pre) = match wrapper.split_first() {
-            Some((w, rest)) => (*w, [rest, &[BIN]].concat()),
-            None => (BIN, Vec::new()),
-        };
-        let child = Command::new(exe)
-            .args(pre)
-            .args(["run", "h.toml", "--backend", "null"])
-            .current_dir(dir.path())
-            .env("SLOTPOOL_WORKER_BIN", worker_bin())
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Host { dir, child }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
-    }
-
-    fn status(&self) -> Option<Value> {
-        let o = Command::new(BIN)
-            .args(["ctl", "-s"])
-            .arg(self.dir.path().join("ctl/h.sock"))
-            .args(["status", "--json"])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&o.stdout).ok()
-    }
-
-    fn program(&self, name: &str) -> Option<Value> {
-        self.status()?["programs"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
-    }
-
-    /// Waits (generously) until `pred` holds for `name`'s status.
-    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.program(name)
-                && pred(&p)
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < until,
-                "{name} never became {what}; status: {:?}\nhost log:\n{}",
-                self.status(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let until = Instant::now() + Duration::from_secs(60);
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < until,
-                "the host never logged {needle:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let t0 = Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn running(p: &Value) -> bool {
     p["state"] == "RUNNING" && p["link"] == "up"
 }
@@ -198,7 +91,7 @@ fn slot_workers_run_fifo_below_the_audio_thread_and_what_they_fork_does_not() {
         + &slot("a", &sine(220, "--fault fork-child"), 0, "")
         + &slot("b", &sine(330, ""), 1, "standby = true\n")
         + "[program.helper]\ncommand = \"sleep 1000\"\n";
-    let host = Host::start(&body, &[]);
+    let host = Host::start_wrapped(&body, &[]);
     let a = host.wait_for("a:0", "RUNNING", running);
     let helper = host.wait_for("helper:0", "RUNNING", |p| p["state"] == "RUNNING");
     let pid = a["pid"].as_i64().unwrap();
@@ -277,7 +170,7 @@ fn a_spinning_rt_worker_is_stopped_by_rlimit_rttime_and_restarted_while_the_engi
             1,
             "hang_timeout = \"30s\"\nstartsecs = 0\n",
         );
-    let host = Host::start(&body, &[]);
+    let host = Host::start_wrapped(&body, &[]);
     let ok = host.wait_for("ok:0", "RUNNING", running);
     let spin = host.wait_for("spin:0", "RUNNING", running);
     let first = spin["pid"].as_i64().unwrap();
@@ -349,7 +242,7 @@ fn a_spinning_rt_worker_is_killed_by_the_hang_watchdog_when_hang_timeout_is_shor
             1,
             "hang_timeout = \"100ms\"\nstartsecs = 0\n",
         );
-    let host = Host::start(&body, &[]);
+    let host = Host::start_wrapped(&body, &[]);
     host.wait_for("ok:0", "RUNNING", running);
     let spin = host.wait_for("spin:0", "RUNNING", running);
     let first = spin["pid"].as_i64().unwrap();
@@ -393,7 +286,7 @@ fn an_rt_worker_that_ignores_sigxcpu_is_killed_at_the_hard_rttime_limit() {
             0,
             "hang_timeout = \"60s\"\nstartsecs = 0\nautorestart = false\n",
         );
-    let host = Host::start(&body, &[]);
+    let host = Host::start_wrapped(&body, &[]);
     host.wait_log("exited: spin:0 (terminated by SIGKILL");
     let log = host.log();
     assert!(
@@ -426,7 +319,7 @@ fn a_refused_rt_request_starts_the_worker_at_normal_priority_and_says_so_once() 
         &["prlimit", "--rtprio=0:0"]
     };
     let body = engine("worker_realtime = 10") + &slot("a", &sine(220, ""), 0, "");
-    let host = Host::start(&body, wrapper);
+    let host = Host::start_wrapped(&body, wrapper);
     let a = host.wait_for("a:0", "RUNNING", running);
     let first = a["pid"].as_i64().unwrap();
     let rt = a["realtime"].as_str().unwrap_or_default();
@@ -447,12 +340,7 @@ fn a_refused_rt_request_starts_the_worker_at_normal_priority_and_says_so_once() 
     );
     assert_eq!(sched_of(first).map(|s| s.0), Some(0));
     // The text table says it too.
-    let table = Command::new(BIN)
-        .args(["ctl", "-s"])
-        .arg(host.dir.path().join("ctl/h.sock"))
-        .arg("status")
-        .output()
-        .unwrap();
+    let table = host.ctl(&["status"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("SCHED_FIFO 10 refused"), "{table}");
     // A restart: same refusal, not logged again.
@@ -483,7 +371,7 @@ fn a_slot_can_set_its_own_worker_scheduling_over_the_engines() {
         + &slot("a", &sine(220, ""), 0, "")
         + &slot("b", &sine(330, ""), 1, "realtime = false\n")
         + &slot("c", &sine(440, ""), 0, "realtime = 40\n");
-    let host = Host::start(&body, &[]);
+    let host = Host::start_wrapped(&body, &[]);
     let [a, b, c] = ["a:0", "b:0", "c:0"].map(|n| host.wait_for(n, "RUNNING", running));
     let pid = |p: &Value| p["pid"].as_i64().unwrap();
     let rt = |p: &Value| p["realtime"].as_str().unwrap_or_default().to_string();

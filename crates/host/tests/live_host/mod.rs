@@ -1,6 +1,6 @@
-//! Shared harness of the live end-to-end tests (run_live.rs, chaos_engine.rs; the
-//! worker binary for the other end-to-end tests too): a real
-//! `slotpool run --backend null --record out.wav` in a fresh directory with its own
+//! Shared harness of the live end-to-end tests (run_live.rs, chaos_engine.rs,
+//! rt_workers.rs; the worker binary for the other end-to-end tests too): a real
+//! `slotpool run --backend null [--record out.wav]` in a fresh directory with its own
 //! control socket, read through `slotpool ctl status --json`, stopped with SIGINT and
 //! its recording read back with hound.
 //!
@@ -61,12 +61,13 @@ pub fn worker_bin() -> &'static Path {
     })
 }
 
-/// A running `slotpool run --backend null --record out.wav` in a fresh directory.
+/// A running `slotpool run --backend null [--record out.wav]` in a fresh directory.
 pub struct Host {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Channels of the recording (the config's `[engine] channels`).
-    channels: usize,
+    /// Channels of the recording (the config's `[engine] channels`); `None`: no
+    /// recording.
+    channels: Option<usize>,
     /// When the host process was started (its audio starts a little later).
     pub started: Instant,
 }
@@ -75,6 +76,17 @@ impl Host {
     /// Starts the host on `config` (everything but `[control]` and `[supervisor]`),
     /// recording `channels` channels.
     pub fn start(config: &str, channels: usize) -> Host {
+        Host::launch(config, &[], Some(channels))
+    }
+
+    /// Starts the host on `config` without a recording, run through `wrapper` (a
+    /// command and its arguments that execs the rest, e.g. `prlimit --rtprio=0`; empty
+    /// for none).
+    pub fn start_wrapped(config: &str, wrapper: &[&str]) -> Host {
+        Host::launch(config, wrapper, None)
+    }
+
+    fn launch(config: &str, wrapper: &[&str], channels: Option<usize>) -> Host {
         let dir = tempfile::tempdir().unwrap();
         // The control socket must live in a directory only we can enter.
         let sock_dir = dir.path().join("ctl");
@@ -88,10 +100,25 @@ impl Host {
             dir.path().join("logs").display()
         );
         std::fs::write(dir.path().join("p.toml"), text).unwrap();
-        let child = Command::new(&bins().0)
-            .args(["run", "p.toml", "--backend", "null", "--record", "out.wav"])
+        let bin = bins().0.as_os_str();
+        let (exe, pre) = match wrapper.split_first() {
+            Some((w, rest)) => (std::ffi::OsStr::new(*w), rest),
+            None => (bin, &[][..]),
+        };
+        let mut cmd = Command::new(exe);
+        cmd.args(pre);
+        if !wrapper.is_empty() {
+            cmd.arg(bin);
+        }
+        cmd.args(["run", "p.toml", "--backend", "null"]);
+        if channels.is_some() {
+            cmd.args(["--record", "out.wav"]);
+        }
+        let child = cmd
             .current_dir(dir.path())
             .env("SLOTPOOL_WORKER_BIN", &bins().1)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
             .spawn()
@@ -165,6 +192,19 @@ impl Host {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
 
+    /// Waits (generously) until the host's log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < until,
+                "the host never logged {needle:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGINT, wait for exit 0 with no panic in the log, return the recording
     /// (interleaved frames) and the log.
     pub fn finish(mut self) -> (Vec<f32>, String) {
@@ -175,16 +215,26 @@ impl Host {
         let log = self.log();
         assert!(status.success(), "host exited with {status}; log:\n{log}");
         assert!(!log.contains("panicked"), "the host panicked:\n{log}");
+        let channels = self
+            .channels
+            .expect("finish() reads the recording: use Host::start");
         let wav = hound::WavReader::open(self.dir.path().join("out.wav")).unwrap();
-        assert_eq!(wav.spec().channels as usize, self.channels);
+        assert_eq!(wav.spec().channels as usize, channels);
         let samples = wav.into_samples::<f32>().map(Result::unwrap).collect();
         (samples, log)
     }
 }
 
 impl Drop for Host {
+    /// SIGINT (the host stops its workers in order), SIGKILL after 15 s.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let t0 = Instant::now();
+            while matches!(c.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(15) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
