@@ -458,7 +458,8 @@ impl Machine {
             (State::Starting | State::Running, ChildPhase::Live { .. }) => {
                 self.go(State::Stopping, now, out);
                 if self.host_kill.is_some() {
-                    // The watchdog or a quarantine already sent SIGKILL to the group; wait for the exit.
+                    // The hang watchdog or a quarantine already sent SIGKILL to the
+                    // group; wait for the exit.
                     self.kill_sent = true;
                     self.deadline = None;
                 } else {

@@ -468,11 +468,7 @@ impl Supervisor {
             return self.spawn_failed(i, e);
         }
         let inst = &self.instances[i];
-        let rt_plan = inst
-            .program
-            .slot
-            .as_ref()
-            .map(|slot| self.worker_rt_plan(slot.realtime));
+        let rt_plan = inst.program.slot.as_ref().map(|_| self.worker_rt_plan(i));
         let spec = SpawnSpec {
             program: &inst.program,
             instance: &inst.name,
@@ -521,14 +517,17 @@ impl Supervisor {
         }
     }
 
-    /// What to ask for a slot worker spawned now: the slot's own `realtime`, else
-    /// `[engine] worker_realtime`, against the audio thread's current real-time state
-    /// (before the engine runs: what `realtime` asks for).
-    fn worker_rt_plan(
-        &self,
-        slot_setting: Option<crate::config::WorkerRealtime>,
-    ) -> Result<sched::RtRequest, WorkerRt> {
+    /// What to ask for a worker of instance `i` (a slot) spawned now: the slot's own
+    /// `realtime`, else `[engine] worker_realtime`, against the audio thread's current
+    /// real-time state (before the engine runs: what `realtime` asks for).
+    fn worker_rt_plan(&self, i: usize) -> Result<sched::RtRequest, WorkerRt> {
         let e = &self.config.engine;
+        let setting = self.instances[i]
+            .program
+            .slot
+            .as_ref()
+            .and_then(|s| s.realtime)
+            .unwrap_or(e.worker_realtime);
         let audio = self
             .engine
             .as_ref()
@@ -536,12 +535,7 @@ impl Supervisor {
             .map(|a| a.realtime())
             .unwrap_or(crate::audio::RtState::requested(e.realtime));
         let period = Duration::from_secs_f64(f64::from(e.block_frames) / f64::from(e.sample_rate));
-        sched::plan(
-            slot_setting.unwrap_or(e.worker_realtime),
-            audio,
-            period,
-            sched::host_rttime_hard(),
-        )
+        sched::plan(setting, audio, period, sched::host_rttime_hard())
     }
 
     fn spawn_failed(&mut self, i: usize, e: String) -> Event {
@@ -767,7 +761,7 @@ impl Supervisor {
 
     fn spawn_standby(&mut self, i: usize, now: Instant) {
         let inst = &self.instances[i];
-        let rt_plan = self.worker_rt_plan(inst.program.slot.as_ref().and_then(|s| s.realtime));
+        let rt_plan = self.worker_rt_plan(i);
         let spec = SpawnSpec {
             program: &inst.program,
             instance: &inst.name,
