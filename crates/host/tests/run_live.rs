@@ -309,6 +309,47 @@ fn a_scribbling_worker_is_quarantined_and_restarted_while_the_host_plays_on() {
 }
 
 #[test]
+fn a_quarantine_kill_is_reported_as_a_quarantine_not_as_a_crash() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _dog = watchdog(Duration::from_secs(180));
+    let mut c = config(&[("a", 300.0, 0)], "");
+    // Scribbles after ~1 s, then SIGSTOPs itself: it cannot exit on its own garbage, so
+    // the host's kill of the quarantined slot is what ends it, every time.
+    c.push_str(&format!(
+        "[program.bad]\ncommand = \"{} --module sine --param freq=500 --param amp={AMP} --fault scribble-stop --fault-after 100\"\nfallback = \"silence\"\nstartsecs = 0\n\
+         [[route]]\nfrom = \"bad\"\nto = \"output\"\nchannels = [[0, 1]]\n",
+        bins().1.display()
+    ));
+    let host = start_host(&c);
+    host.wait_up("a:0");
+    let first = host.wait_up("bad:0")["pid"].as_u64().unwrap();
+    let p = host.wait_for("bad:0", "quarantined, killed and restarted", |p| {
+        p["restarts"].as_u64() >= Some(1) && p["pid"].as_u64() != Some(first) && p["link"] == "up"
+    });
+    println!("after the quarantine kill: {p}");
+    assert_eq!(
+        p["exit_status"],
+        serde_json::json!({"kind": "quarantined"}),
+        "{p}"
+    );
+    assert_eq!(
+        (
+            p["quarantines"].as_u64(),
+            p["crashes"].as_u64(),
+            p["hangs"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{p}"
+    );
+    let (_, log) = host.finish();
+    assert!(log.contains("broke its ring"), "{log}");
+    assert!(
+        log.contains("exited: bad:0 (quarantined: the worker broke its region's rings, killed)"),
+        "the exit is logged as a quarantine:\n{log}"
+    );
+}
+
+#[test]
 fn a_reload_that_moves_a_route_swaps_the_patch_without_a_late_block() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _dog = watchdog(Duration::from_secs(180));

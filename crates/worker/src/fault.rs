@@ -16,6 +16,8 @@ FAULT INJECTION (for tests and demos; --fault may be repeated):
     stop             SIGSTOP itself: frozen until SIGCONT/SIGKILL
     scribble         write garbage over its region's header words and ring counters,
                      then keep running
+    scribble-stop    the same, then SIGSTOP itself: it cannot trip over its own
+                     garbage and exit, so only the host's quarantine kill ends it
   Active from the trigger on:
     slow:US          sleep US microseconds in every block (the block comes back late)
     leak-fds         open one more fd (/dev/null) in every block, never closed
@@ -44,6 +46,8 @@ pub enum FaultKind {
     Stop,
     /// Write garbage over the region's header and ring counters.
     Scribble,
+    /// Scribble, then SIGSTOP itself.
+    ScribbleStop,
     /// Sleep this many microseconds per block.
     Slow(u32),
     /// Leak one fd per block.
@@ -87,6 +91,7 @@ impl FaultKind {
             "hang" => no_arg(Self::Hang),
             "stop" => no_arg(Self::Stop),
             "scribble" => no_arg(Self::Scribble),
+            "scribble-stop" => no_arg(Self::ScribbleStop),
             "slow" => {
                 let us = number("microseconds per block")?;
                 u32::try_from(us)
@@ -102,7 +107,7 @@ impl FaultKind {
             "never-ready" => no_arg(Self::NeverReady),
             _ => Err(format!(
                 "unknown fault `{text}`; one of: segv, abort, exit:N, hang, stop, scribble, \
-                 slow:US, leak-fds, ignore-sigterm, fork-child, slow-start:MS, never-ready"
+                 scribble-stop, slow:US, leak-fds, ignore-sigterm, fork-child, slow-start:MS, never-ready"
             )),
         }
     }
@@ -110,7 +115,13 @@ impl FaultKind {
     fn is_triggered(self) -> bool {
         matches!(
             self,
-            Self::Segv | Self::Abort | Self::Exit(_) | Self::Hang | Self::Stop | Self::Scribble
+            Self::Segv
+                | Self::Abort
+                | Self::Exit(_)
+                | Self::Hang
+                | Self::Stop
+                | Self::Scribble
+                | Self::ScribbleStop
         )
     }
 }
@@ -139,6 +150,8 @@ pub enum Sudden {
     Stop,
     /// Write garbage over the region's header words and ring counters, keep running.
     Scribble,
+    /// The same, then SIGSTOP itself.
+    ScribbleStop,
 }
 
 /// Every fault a worker was asked to commit. The default commits none.
@@ -173,7 +186,7 @@ impl FaultPlan {
         for &k in kinds {
             if let (true, Some(first)) = (k.is_triggered(), plan.sudden) {
                 return Err(format!(
-                    "only one of segv, abort, exit:N, hang, stop, scribble may be given \
+                    "only one of segv, abort, exit:N, hang, stop, scribble(-stop) may be given \
                      (got {first:?} and {k:?})"
                 ));
             }
@@ -184,6 +197,7 @@ impl FaultPlan {
                 FaultKind::Hang => plan.sudden = Some(Sudden::Hang),
                 FaultKind::Stop => plan.sudden = Some(Sudden::Stop),
                 FaultKind::Scribble => plan.sudden = Some(Sudden::Scribble),
+                FaultKind::ScribbleStop => plan.sudden = Some(Sudden::ScribbleStop),
                 FaultKind::Slow(us) => plan.slow_us = Some(us),
                 FaultKind::LeakFds => plan.leak_fds = true,
                 FaultKind::IgnoreSigterm => plan.ignore_sigterm = true,
@@ -230,6 +244,7 @@ mod tests {
             ("hang", FaultKind::Hang),
             ("stop", FaultKind::Stop),
             ("scribble", FaultKind::Scribble),
+            ("scribble-stop", FaultKind::ScribbleStop),
             ("slow:2500", FaultKind::Slow(2500)),
             ("leak-fds", FaultKind::LeakFds),
             ("ignore-sigterm", FaultKind::IgnoreSigterm),

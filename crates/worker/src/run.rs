@@ -633,6 +633,10 @@ impl<P: Processor> Worker<P> {
             Some(Sudden::Scribble) => {
                 self.region.scribble(u64::from(sys::own_pid()));
             }
+            Some(Sudden::ScribbleStop) => {
+                self.region.scribble(u64::from(sys::own_pid()));
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            }
         }
     }
 

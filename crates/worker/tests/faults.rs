@@ -182,39 +182,40 @@ fn slow_delays_every_block_by_its_sleep() {
     assert!(!try_block(&mut host, Duration::from_millis(10)));
 }
 
-#[test]
-fn scribble_garbles_the_region_and_the_host_sees_a_ring_fault() {
-    let _dog = Watchdog::arm("scribble", PATIENCE * 3);
-    let mut host = TestHost::new("scribble:0", stereo(32));
-    let mut w = host.spawn_ready(
+/// Spawns a sine worker with `--fault FAULT --fault-after 2` on a fresh region, lets it
+/// process 2 blocks, and asserts that the host then sees a ring fault. Returns the host
+/// (it owns the region) and the worker.
+fn scribbled(fault: &str) -> (TestHost, WorkerProc) {
+    let mut host = TestHost::new(&format!("{fault}:0"), stereo(32));
+    let w = host.spawn_ready(
         exe(),
-        &[
-            "--module",
-            "sine",
-            "--fault",
-            "scribble",
-            "--fault-after",
-            "2",
-        ],
+        &["--module", "sine", "--fault", fault, "--fault-after", "2"],
     );
     blocks(&mut host, 2);
     let layout = host.layout;
     let mut out = vec![0.0; layout.output_samples()];
-    let mut fault = None;
+    let mut fault_seen = None;
     for _ in 0..10 {
         if let Err(f) = host.process_raw(
             &test_input(&layout, 0),
             &mut out,
             Duration::from_millis(300),
         ) {
-            fault = Some(f);
+            fault_seen = Some(f);
             break;
         }
     }
     assert!(
-        fault.is_some(),
-        "the host never saw a ring fault after the scribble"
+        fault_seen.is_some(),
+        "the host never saw a ring fault after the {fault}"
     );
+    (host, w)
+}
+
+#[test]
+fn scribble_garbles_the_region_and_the_host_sees_a_ring_fault() {
+    let _dog = Watchdog::arm("scribble", PATIENCE * 3);
+    let (_host, mut w) = scribbled("scribble");
     // The worker then finds the (garbled) host counters invalid itself and exits 1.
     let status = w.exit_status();
     assert_eq!(
@@ -224,6 +225,29 @@ fn scribble_garbles_the_region_and_the_host_sees_a_ring_fault() {
         describe(status),
         w.stderr_text()
     );
+}
+
+#[test]
+fn scribble_stop_garbles_the_region_then_freezes_until_killed() {
+    let _dog = Watchdog::arm("scribble-stop", PATIENCE * 3);
+    let (_host, mut w) = scribbled("scribble-stop");
+    // Unlike `scribble`, it does not get to trip over its garbage: it is stopped, and
+    // only a kill ends it.
+    let until = Instant::now() + PATIENCE;
+    while process_state(w.pid()) != Some('T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        process_state(w.pid()),
+        Some('T'),
+        "stopped after the scribble"
+    );
+    assert!(
+        w.wait_exit(Duration::from_millis(300)).is_none(),
+        "no exit of its own"
+    );
+    w.signal(Signal::SIGKILL);
+    assert_eq!(w.exit_status().signal(), Some(libc::SIGKILL));
 }
 
 #[test]
