@@ -209,7 +209,8 @@ fn sleep_announced(
 /// word is only ever compared for change. A worker's Acquire load that reads a nudge's
 /// value still synchronises with an earlier ring: the nudge's RMW continues the ring's
 /// release sequence.
-fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
+/// Returns whether the peer was flagged as sleeping (and so was woken).
+fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) -> bool {
     // Release pairs with the waiter's Acquire loads of the word in `wait_word` (and
     // with `HostBell::done_count` / `WorkerBell::doorbell`): everything written before
     // ringing (pushed blocks, the cycle word) is visible to a peer that sees the bump.
@@ -219,7 +220,9 @@ fn bump_and_wake(word: &AtomicU32, waiting: &AtomicU32) {
     // Relaxed: ordered by the fence pair.
     if waiting.load(Ordering::Relaxed) != 0 {
         sys::futex_wake(word);
+        return true;
     }
+    false
 }
 
 /// Host side of the doorbell/done pair. Owned by the audio thread (in [`crate::HostEnd`]).
@@ -278,16 +281,23 @@ impl HostBell {
         self.gone_seen = self.gone.load(StdOrdering::Acquire);
     }
 
-    /// Stores `cycle`, bumps the doorbell and wakes the worker only if it sleeps.
-    /// RT-safe (a futex wake at most).
-    pub fn ring(&self, cycle: u64) {
+    /// Stores `cycle` and the time of the ring, bumps the doorbell and wakes the worker
+    /// only if it sleeps. Returns whether it slept (the ring cost a futex wake, and the
+    /// worker starts only after its wake-up latency). RT-safe (a vDSO clock read and a
+    /// futex wake at most).
+    pub fn ring(&self, cycle: u64) -> bool {
         // Relaxed: published by the Release RMW of the doorbell below, which pairs with
         // the worker's Acquire load of the doorbell.
         self.words.w64(hdr::CYCLE).store(cycle, Ordering::Relaxed);
+        // Relaxed: as `cycle`. Never 0 in practice (CLOCK_MONOTONIC counts from boot);
+        // 0 is what a worker reads from a host that does not write it.
+        self.words
+            .w64(hdr::RING_NS)
+            .store(MonoTime::now().as_nanos(), Ordering::Relaxed);
         bump_and_wake(
             self.words.w32(hdr::DOORBELL),
             self.words.w32(hdr::WORKER_WAITING),
-        );
+        )
     }
 
     /// The worker's `done` counter (untrusted: compare for change only).
@@ -352,6 +362,16 @@ impl WorkerBell {
         self.words.w64(hdr::CYCLE).load(Ordering::Relaxed)
     }
 
+    /// When the host last rang (its `CLOCK_MONOTONIC`, the same clock as [`MonoTime`]),
+    /// `None` if it never did. Read after the doorbell: that ring's time or a later one's.
+    pub fn ring_time(&self) -> Option<MonoTime> {
+        // Relaxed: as `cycle`.
+        match self.words.w64(hdr::RING_NS).load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(MonoTime::from_nanos(ns)),
+        }
+    }
+
     /// Sleeps until the doorbell differs from `seen` or `deadline` passes (a worker that
     /// cannot rely on idle rings yet, tests, benches).
     pub fn wait_doorbell(&self, seen: u32, deadline: MonoTime) -> WaitOutcome {
@@ -380,9 +400,26 @@ impl WorkerBell {
         )
     }
 
+    /// Polls the doorbell until it differs from `seen` (true) or `until` passes (false):
+    /// loads, the vDSO clock and the CPU's spin-wait hint only, no syscall and no
+    /// announcement of a sleep, so a ring during the poll costs the host no futex wake.
+    /// For a worker that woke just before an expected ring (the worker SDK's pre-wake).
+    pub fn poll_doorbell(&self, seen: u32, until: MonoTime) -> bool {
+        #[cfg(not(loom))]
+        {
+            spin_until_changed(self.words.w32(hdr::DOORBELL), seen, until)
+        }
+        // Loom models do not poll (see `HostBell::wait_done`): one look.
+        #[cfg(loom)]
+        {
+            let _ = until;
+            self.doorbell() != seen
+        }
+    }
+
     /// Bumps `done` and wakes the host only if it sleeps. RT-safe.
     pub fn signal_done(&self) {
-        bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
+        let _ = bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
     }
 
     /// Bumps the worker heartbeat. RT-safe.
@@ -508,7 +545,7 @@ impl Monitor {
     /// worker writes (`worker_waiting`) only decides whether a `FUTEX_WAKE` is made, so a
     /// hostile worker can cost the host one syscall per nudge, nothing more.
     pub fn nudge(&self) {
-        bump_and_wake(
+        let _ = bump_and_wake(
             self.words.w32(hdr::DOORBELL),
             self.words.w32(hdr::WORKER_WAITING),
         );
@@ -534,6 +571,6 @@ impl Interrupter {
     pub fn interrupt(&self) {
         // Release pairs with the Acquire load in `HostBell::interrupted`.
         self.gone.fetch_add(1, StdOrdering::Release);
-        bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
+        let _ = bump_and_wake(self.words.w32(hdr::DONE), self.words.w32(hdr::HOST_WAITING));
     }
 }

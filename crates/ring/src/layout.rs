@@ -70,6 +70,7 @@ pub(crate) mod hdr {
     pub(crate) const HOST_WAITING: usize = HOST + 12; // u32
     pub(crate) const CYCLE: usize = HOST + 16; // u64
     pub(crate) const HOST_FLAGS: usize = HOST + 24; // u32
+    pub(crate) const RING_NS: usize = HOST + 32; // u64, CLOCK_MONOTONIC ns of the last ring
 
     // worker-written words: the next 128-byte line.
     pub(crate) const WORKER: usize = 384;
@@ -87,8 +88,14 @@ pub(crate) mod hdr {
     const _: () = assert!(IDENT_END <= HOST && HOST + 128 <= WORKER && WORKER + 128 <= LEN);
 
     /// Every atomic u64 word of the header (offsets).
-    pub(crate) const WORDS64: [usize; 5] =
-        [MAGIC, HOST_HEARTBEAT, CYCLE, WORKER_HEARTBEAT, PROCESS_NS];
+    pub(crate) const WORDS64: [usize; 6] = [
+        MAGIC,
+        HOST_HEARTBEAT,
+        CYCLE,
+        RING_NS,
+        WORKER_HEARTBEAT,
+        PROCESS_NS,
+    ];
     /// Every atomic u32 word of the header (offsets).
     pub(crate) const WORDS32: [usize; 8] = [
         DOORBELL,

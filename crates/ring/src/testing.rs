@@ -116,6 +116,11 @@ impl PeerAccess {
                 name: "host_flags",
             },
             PeerWord {
+                offset: hdr::RING_NS,
+                width: 8,
+                name: "ring_ns",
+            },
+            PeerWord {
                 offset: hdr::WORKER_HEARTBEAT,
                 width: 8,
                 name: "worker_heartbeat",

@@ -316,8 +316,50 @@ fn untimed_wait_is_ended_by_a_nudge_or_a_ring<F: Fixture>() {
     });
     assert_eq!(got, (UntimedOutcome::Signalled, 1, 0, 1));
     // Asleep, woken by the audio thread's ring: the cycle travels with it.
-    let got = sleep_untimed_then(&we, |_, _| h.bell.ring(7));
+    let got = sleep_untimed_then(&we, |_, _| {
+        assert!(h.bell.ring(7), "the worker slept: the ring had to wake it");
+    });
     assert_eq!(got, (UntimedOutcome::Signalled, 1, 7, 0));
+}
+
+fn a_ring_says_whether_it_woke_the_worker_and_when_it_rang<F: Fixture>() {
+    let _wd = Watchdog::arm("ring_woke_and_time", Duration::from_secs(60));
+    let host = F::create("p:0", mono16(4));
+    let w = F::open(&host);
+    let h = host.host_end().unwrap();
+    let we = w.worker_end().unwrap();
+    assert_eq!(we.bell.ring_time(), None, "never rung: no ring time");
+    // Nobody sleeps on the doorbell: no wake, no syscall.
+    let before = MonoTime::now();
+    assert!(!h.bell.ring(3));
+    let after = MonoTime::now();
+    let at = we.bell.ring_time().expect("rung: a ring time");
+    assert!(
+        before <= at && at <= after,
+        "{before:?} <= {at:?} <= {after:?}"
+    );
+    assert_eq!(we.bell.cycle(), 3);
+    // A worker polling for the ring (pre-wake) sees it without sleeping.
+    let seen = we.bell.doorbell();
+    std::thread::scope(|s| {
+        let poller = s.spawn(|| {
+            we.bell.poll_doorbell(
+                seen,
+                MonoTime::now().saturating_add(Duration::from_secs(30)),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!h.bell.ring(4), "a polling worker is not asleep");
+        assert!(poller.join().unwrap(), "the poll saw the ring");
+    });
+    // A poll that nobody rings for ends at its bound.
+    let seen = we.bell.doorbell();
+    let t0 = MonoTime::now();
+    assert!(
+        !we.bell
+            .poll_doorbell(seen, t0.saturating_add(Duration::from_millis(2)))
+    );
+    assert!(MonoTime::now().saturating_duration_since(t0) >= Duration::from_millis(2));
 }
 
 static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -651,6 +693,10 @@ macro_rules! conformance {
             #[test]
             fn untimed_wait_is_ended_by_a_nudge_or_a_ring() {
                 super::untimed_wait_is_ended_by_a_nudge_or_a_ring::<$fx>();
+            }
+            #[test]
+            fn a_ring_says_whether_it_woke_the_worker_and_when_it_rang() {
+                super::a_ring_says_whether_it_woke_the_worker_and_when_it_rang::<$fx>();
             }
             #[test]
             fn untimed_wait_and_signal_handlers() {

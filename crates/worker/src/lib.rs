@@ -145,6 +145,7 @@ pub mod fault;
 mod in_thread;
 mod instance;
 pub mod modules;
+pub mod prewake;
 mod processor;
 mod run;
 pub mod smooth;

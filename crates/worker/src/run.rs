@@ -12,6 +12,7 @@ use slotpool_ring::{
 
 use crate::fault::{FaultPlan, Sudden, Trigger};
 use crate::instance::Instance;
+use crate::prewake::Prewake;
 use crate::processor::{ParamError, ProcessConfig, Processor};
 use crate::sys::{self, StartEnv};
 
@@ -221,6 +222,7 @@ pub fn run_with<P: Processor>(processor: P, options: RunOptions) -> ExitCode {
             eprintln!("{tag}: writing the ready byte failed: {e}");
         }
     }
+    worker.set_prewake(env.prewake);
     let outcome = worker.run(&stop, options.host_timeout, ready);
     finish(&tag, &worker, outcome)
 }
@@ -354,6 +356,10 @@ pub struct Worker<P: Processor> {
     /// ring or nudge after that, even one made before [`Worker::run`] starts, counts as
     /// the host's first (see the host watch in [`Worker::run`]).
     attach_bell: u32,
+    /// Wakes the loop just before the next expected ring (off unless set).
+    prewake: Prewake,
+    /// When the loop's last doorbell wait (or poll) ended.
+    woke_at: MonoTime,
 }
 
 impl<P: Processor> Worker<P> {
@@ -425,7 +431,17 @@ impl<P: Processor> Worker<P> {
             end,
             faults,
             triggered: false,
+            prewake: Prewake::new(Duration::ZERO),
+            woke_at: MonoTime::now(),
         })
+    }
+
+    /// Sets the pre-wake window (`SLOTPOOL_PREWAKE_US`; zero, the default, is off): once
+    /// the host rings at a steady period, the loop sleeps only until `window` before the
+    /// next expected ring and then polls the doorbell until `window` after it, so the ring
+    /// finds it awake (see [`crate::prewake`]). Costs up to two windows of CPU per period.
+    pub fn set_prewake(&mut self, window: Duration) {
+        self.prewake = Prewake::new(window);
     }
 
     /// Publishes state RUNNING.
@@ -500,8 +516,15 @@ impl<P: Processor> Worker<P> {
         if stop.load(Ordering::Relaxed) {
             return Some(Outcome::Stopped);
         }
+        let blocks_before = self.instance.blocks_processed();
         if process && let Some(outcome) = self.pump() {
             return Some(outcome);
+        }
+        if self.instance.blocks_processed() != blocks_before {
+            // The host's own time of the ring when it gives one: this worker's wake-up
+            // is later by its wake-up latency and by every worker that ran before it.
+            let at = self.end.bell.ring_time().unwrap_or(self.woke_at);
+            self.prewake.ring_seen(at);
         }
         self.end.bell.beat();
         let now = MonoTime::now();
@@ -522,13 +545,28 @@ impl<P: Processor> Worker<P> {
                 self.end
                     .bell
                     .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
+                self.woke_at = MonoTime::now();
             }
             _ => {
                 watch.first_bell = None;
+                if let Some(plan) = self.prewake.plan(now) {
+                    // Sleep until just before the expected ring (an earlier ring ends
+                    // it), then poll for it: the ring finds this worker awake.
+                    if plan.wake_at > now {
+                        self.end.bell.wait_doorbell(seen, plan.wake_at);
+                    }
+                    if self.end.bell.poll_doorbell(seen, plan.poll_until) {
+                        self.woke_at = MonoTime::now();
+                        return None;
+                    }
+                    // It did not come: no plan until the rings are steady again.
+                    self.prewake.forget();
+                }
                 // Interrupted (a handler without SA_RESTART) or Signalled: either way the
                 // next iteration looks at the stop flag, the rings and the host.
                 let _ = self.end.bell.wait_doorbell_untimed(seen);
                 let woke = MonoTime::now();
+                self.woke_at = woke;
                 if woke.saturating_duration_since(now) >= watch.timeout {
                     // Nobody rang for a whole host timeout: the host was stopped, not
                     // gone (gone is the death signal's case). Judge it from now on.

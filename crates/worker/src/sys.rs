@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -26,6 +27,10 @@ pub const ENV_STANDBY_REGION_FD: &str = "SLOTPOOL_STANDBY_REGION_FD";
 pub const ENV_PARENT_PID: &str = "SLOTPOOL_PARENT_PID";
 /// Environment variable: the sample rate in Hz (optional, default 48000).
 pub const ENV_SAMPLE_RATE: &str = "SLOTPOOL_SAMPLE_RATE";
+/// Optional: the pre-wake window in microseconds (absent or 0: off; see `prewake`).
+pub const ENV_PREWAKE_US: &str = "SLOTPOOL_PREWAKE_US";
+/// Largest pre-wake window the worker accepts (the host's config has the same bound).
+pub const MAX_PREWAKE_US: u32 = 10_000;
 
 /// Sample rate assumed when `SLOTPOOL_SAMPLE_RATE` is not set.
 pub const DEFAULT_SAMPLE_RATE: u32 = 48_000;
@@ -45,6 +50,8 @@ pub struct StartEnv {
     pub parent_pid: Option<i32>,
     /// `SLOTPOOL_SAMPLE_RATE`.
     pub sample_rate: u32,
+    /// `SLOTPOOL_PREWAKE_US` (zero: off).
+    pub prewake: Duration,
 }
 
 /// Why the start-up environment is unusable (exit status 2).
@@ -157,6 +164,20 @@ impl StartEnv {
             })
             .transpose()?
             .unwrap_or(DEFAULT_SAMPLE_RATE);
+        let prewake_us = get(ENV_PREWAKE_US)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|us| *us <= MAX_PREWAKE_US)
+                    .ok_or(EnvError::Malformed {
+                        name: ENV_PREWAKE_US,
+                        value: v,
+                        expected: "microseconds, 0..=10000",
+                    })
+            })
+            .transpose()?
+            .unwrap_or(0);
         Ok(Self {
             region_fd,
             slot,
@@ -164,6 +185,7 @@ impl StartEnv {
             go_fd,
             parent_pid,
             sample_rate,
+            prewake: Duration::from_micros(u64::from(prewake_us)),
         })
     }
 }
@@ -292,6 +314,7 @@ mod tests {
             (ENV_READY_FD, "4"),
             (ENV_PARENT_PID, "1234"),
             (ENV_SAMPLE_RATE, "44100"),
+            (ENV_PREWAKE_US, "150"),
         ]))
         .unwrap();
         assert_eq!(
@@ -302,14 +325,15 @@ mod tests {
                 ready_fd: Some(4),
                 go_fd: None,
                 parent_pid: Some(1234),
-                sample_rate: 44100
+                sample_rate: 44100,
+                prewake: Duration::from_micros(150),
             }
         );
         let env =
             StartEnv::from_lookup(lookup(&[(ENV_REGION_FD, "3"), (ENV_SLOT, "a:1")])).unwrap();
         assert_eq!(
-            (env.ready_fd, env.parent_pid, env.sample_rate),
-            (None, None, 48_000)
+            (env.ready_fd, env.parent_pid, env.sample_rate, env.prewake),
+            (None, None, 48_000, Duration::ZERO)
         );
     }
 
@@ -332,6 +356,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("1000..=768000"), "{e}");
+        let e = StartEnv::from_lookup(lookup(&[
+            (ENV_REGION_FD, "3"),
+            (ENV_SLOT, "a:0"),
+            (ENV_PREWAKE_US, "20000"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SLOTPOOL_PREWAKE_US") && e.contains("0..=10000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -278,6 +278,57 @@ fn commands_apply_between_blocks_and_each_is_answered_by_seq() {
     );
 }
 
+/// With `SLOTPOOL_PREWAKE_US`, a worker rung at a steady period wakes before the ring and
+/// polls for it: the ring finds it awake and makes no futex wake. Without, it sleeps until
+/// it is rung. Generous on purpose (a 5 ms window, rings every 40 ms, and a majority, not
+/// all), so a loaded machine's late timers do not fail it; a worker that never pre-wakes
+/// is found asleep at every ring and fails it.
+#[test]
+fn with_prewake_a_steadily_rung_worker_is_awake_when_the_ring_comes() {
+    let _dog = Watchdog::arm("prewake", PATIENCE * 4);
+    let layout = stereo(64);
+    let period = Duration::from_millis(40);
+    let (rings, counted_from) = (40u32, 10u32);
+    let awake_at_rings = |prewake_us: Option<u32>| -> u32 {
+        let mut host = TestHost::new("pw:0", layout);
+        let how = Spawn {
+            env: prewake_us
+                .map(|us| vec![("SLOTPOOL_PREWAKE_US".to_string(), us.to_string())])
+                .unwrap_or_default(),
+            ..Spawn::default()
+        };
+        let mut w = host.spawn_with(exe(), &["--module", "passthrough"], &how);
+        assert!(w.wait_ready(PATIENCE), "not ready: {}", w.stderr_text());
+        let mut out = vec![0.0; layout.output_samples()];
+        let t0 = Instant::now();
+        let mut awake = 0;
+        for k in 0..rings {
+            let at = t0 + period * k;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            host.process(&test_input(&layout, u64::from(k)), &mut out)
+                .unwrap();
+            if k >= counted_from && !host.last_ring_woke {
+                awake += 1;
+            }
+        }
+        awake
+    };
+    let counted = rings - counted_from;
+    let off = awake_at_rings(None);
+    let on = awake_at_rings(Some(5_000));
+    eprintln!(
+        "rings that found the worker awake: {off}/{counted} without pre-wake, {on}/{counted} with"
+    );
+    assert!(
+        on * 2 > counted,
+        "with pre-wake only {on} of {counted} rings found it awake"
+    );
+    assert!(
+        off * 4 < counted,
+        "without pre-wake {off} of {counted} rings found it awake"
+    );
+}
+
 #[test]
 fn heartbeat_advances_while_idle_and_while_processing() {
     let _dog = Watchdog::arm("heartbeat", PATIENCE * 3);

@@ -134,6 +134,8 @@ pub struct Spawn {
     pub sample_rate: u32,
     /// Environment left out entirely (started "by hand").
     pub bare: bool,
+    /// More environment (`SLOTPOOL_PREWAKE_US`, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spawn {
@@ -144,6 +146,7 @@ impl Default for Spawn {
             process_group: true,
             sample_rate: SAMPLE_RATE,
             bare: false,
+            env: Vec::new(),
         }
     }
 }
@@ -290,6 +293,8 @@ pub struct TestHost {
     pub layout: SlotLayout,
     pub beater: Beater,
     pub cycle: u64,
+    /// Whether the last ring of [`TestHost::process`] found the worker asleep.
+    pub last_ring_woke: bool,
 }
 
 impl TestHost {
@@ -305,6 +310,7 @@ impl TestHost {
             layout,
             beater,
             cycle: 0,
+            last_ring_woke: false,
         }
     }
 
@@ -350,6 +356,9 @@ impl TestHost {
         cmd.env("SLOTPOOL_REGION_FD", region_fd.as_raw_fd().to_string())
             .env("SLOTPOOL_SLOT", self.region.slot_name())
             .env("SLOTPOOL_SAMPLE_RATE", how.sample_rate.to_string());
+        for (k, v) in &how.env {
+            cmd.env(k, v);
+        }
         if let Some(w) = &ready_write {
             cmd.env("SLOTPOOL_READY_FD", w.as_raw_fd().to_string());
         }
@@ -416,7 +425,7 @@ impl TestHost {
             .audio_in
             .push(cycle, input)
             .map_err(|e| format!("push cycle {cycle}: {e:?}"))?;
-        self.end.bell.ring(cycle);
+        self.last_ring_woke = self.end.bell.ring(cycle);
         let deadline = MonoTime::now().saturating_add(PATIENCE);
         match self.end.wait_output(cycle, output, deadline) {
             Ok(OutputStatus::Ready) => Ok(cycle),
