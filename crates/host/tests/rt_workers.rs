@@ -387,3 +387,57 @@ fn a_slot_can_set_its_own_worker_scheduling_over_the_engines() {
     assert_eq!(sched_of(pid(&c)), Some((1, 40)));
     assert_eq!(rt(&c), "SCHED_FIFO 40, RLIMIT_RTTIME 200/400 ms");
 }
+
+/// `prewake_us` reaches the slot's worker (as `SLOTPOOL_PREWAKE_US`; the engine's
+/// `worker_prewake_us` for slots without their own), and status reports it with the
+/// engine's rings: how many there were and how many had to wake a sleeping worker. The
+/// worker's side of pre-wake (awake when the ring comes) is checked in the worker
+/// crate's `process` tests, where the ring times are the test's own.
+#[test]
+fn a_slots_prewake_reaches_its_worker_and_status_counts_the_rings_that_woke_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _dog = watchdog(Duration::from_secs(120));
+    let body = engine("realtime = 70\nworker_prewake_us = 150")
+        + &slot("a", &sine(220, ""), 0, "")
+        + &slot("b", &sine(330, ""), 1, "prewake_us = 0\n");
+    let host = Host::start_wrapped(&body, &[]);
+    let [a, b] = ["a:0", "b:0"].map(|n| host.wait_for(n, "RUNNING", running));
+    let env_of = |p: &Value| {
+        let pid = p["pid"].as_i64().unwrap();
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .find(|v| v.starts_with("SLOTPOOL_PREWAKE_US="))
+    };
+    assert_eq!(env_of(&a).as_deref(), Some("SLOTPOOL_PREWAKE_US=150"));
+    assert_eq!(env_of(&b), None, "prewake_us = 0: not handed over");
+    // Let the engine ring a while (2.7 ms periods), then read the counters.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = host.status_now();
+    for (name, want) in [("a:0", 150), ("b:0", 0)] {
+        let p = live_host::find(&status, name).unwrap();
+        let (rings, woke) = (
+            p["rings"].as_u64().unwrap(),
+            p["rings_woke"].as_u64().unwrap(),
+        );
+        println!(
+            "{name}: prewake_us {}, rings {rings}, rings_woke {woke}",
+            p["prewake_us"]
+        );
+        assert_eq!(p["prewake_us"], want, "{p}");
+        assert!(rings > 50, "{name}: only {rings} rings in 0.5 s");
+        assert!(woke <= rings, "{name}: {woke} wakes of {rings} rings");
+        // On a real-time clock the rings are steady enough to predict: most find a
+        // pre-waking worker awake, and a worker without pre-wake asleep.
+        if rt_permitted(WORKER_PRIO) {
+            match want {
+                0 => assert!(
+                    woke * 2 > rings,
+                    "{name}: only {woke} of {rings} rings woke it"
+                ),
+                _ => assert!(woke * 2 < rings, "{name}: {woke} of {rings} rings woke it"),
+            }
+        }
+    }
+}

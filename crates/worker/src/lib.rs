@@ -66,6 +66,7 @@
 //! | `SLOTPOOL_STANDBY_REGION_FD` | standbys only, *instead of* `SLOTPOOL_REGION_FD`: the region fd, to be opened only after go (a worker that does not know standbys finds no `SLOTPOOL_REGION_FD` and exits 2 rather than use a region another worker owns) |
 //! | `SLOTPOOL_PARENT_PID` | optional: the host's pid, for the parent re-check (without it, a host lost before the worker armed its death signal is only detected by the heartbeat watch, which runs every [`WAIT_SLICE`] until the first ring or nudge) |
 //! | `SLOTPOOL_SAMPLE_RATE` | optional: frames per second (default 48000); the region layout does not carry it |
+//! | `SLOTPOOL_PREWAKE_US` | optional: the pre-wake window in µs, 0..=10000 (absent or 0: off); see [`prewake`] |
 //!
 //! The worker, in this order:
 //! 1. sets `PR_SET_PDEATHSIG(SIGKILL)` itself (so it holds even if the host forgot), then

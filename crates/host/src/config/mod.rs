@@ -60,6 +60,10 @@ pub struct EngineConfig {
     /// Microseconds the audio thread polls for a worker's block before it sleeps on
     /// the futex (default 100; 0 sleeps at once).
     pub wait_spin_us: u32,
+    /// Slot workers' pre-wake window in microseconds (default 0: off): a worker wakes
+    /// this long before the host's next expected ring and polls for it, so the ring
+    /// finds it running. A slot's own `prewake_us` overrides it.
+    pub worker_prewake_us: u32,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             realtime: None,
             worker_realtime: WorkerRealtime::BelowAudio,
             wait_spin_us: 100,
+            worker_prewake_us: 0,
         }
     }
 }
@@ -204,6 +209,9 @@ pub struct SlotConfig {
     /// This slot's worker scheduling (`realtime = true | false | <priority>`), over
     /// `[engine] worker_realtime`; `None`: the engine's.
     pub realtime: Option<WorkerRealtime>,
+    /// This slot's pre-wake window in µs, over `[engine] worker_prewake_us`; `None`:
+    /// the engine's.
+    pub prewake_us: Option<u32>,
 }
 
 /// `mode`.
@@ -362,6 +370,15 @@ impl Config {
     /// The program called `name`.
     pub fn program(&self, name: &str) -> Option<&ProgramConfig> {
         self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// The pre-wake window of `program`'s workers in µs: the slot's `prewake_us`, else
+    /// `[engine] worker_prewake_us`; 0 for plain programs (nothing rings them).
+    pub fn prewake_us(&self, program: &ProgramConfig) -> u32 {
+        program
+            .slot
+            .as_ref()
+            .map_or(0, |s| s.prewake_us.unwrap_or(self.engine.worker_prewake_us))
     }
 }
 

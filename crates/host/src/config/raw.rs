@@ -37,6 +37,7 @@ pub(crate) struct RawEngine {
     pub realtime: S<Realtime>,
     pub worker_realtime: S<WorkerRealtime>,
     pub wait_spin_us: S<u32>,
+    pub worker_prewake_us: S<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +90,7 @@ pub(crate) struct RawProgram {
     pub hang_timeout: S<Millis>,
     pub standby: S<bool>,
     pub realtime: S<WorkerRealtime>,
+    pub prewake_us: S<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -222,6 +222,44 @@ fn a_slot_may_set_its_own_realtime_over_the_engines_worker_realtime() {
 }
 
 #[test]
+fn prewake_is_off_by_default_and_a_slot_may_set_its_own() {
+    let c =
+        parse("[program.fx]\nmodule = \"gain\"\n[program.plain]\ncommand = \"sleep 9\"\n").unwrap();
+    assert_eq!(c.engine.worker_prewake_us, 0);
+    assert_eq!(c.prewake_us(&c.programs[0]), 0, "off unless asked for");
+    let c = parse(
+        "[engine]\nworker_prewake_us = 150\n\
+         [program.a]\nmodule = \"gain\"\n\
+         [program.b]\nmodule = \"gain\"\nprewake_us = 0\n\
+         [program.c]\nmodule = \"gain\"\nprewake_us = 300\n\
+         [program.plain]\ncommand = \"sleep 9\"\n",
+    )
+    .unwrap();
+    let us: Vec<u32> = c.programs.iter().map(|p| c.prewake_us(p)).collect();
+    assert_eq!(
+        us,
+        [150, 0, 300, 0],
+        "engine default, slot off, slot's own, plain"
+    );
+    let e = err("[engine]\nworker_prewake_us = 10001\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "engine.worker_prewake_us"));
+    assert!(
+        e.message.contains("expected 0 (off) to 10000 microseconds"),
+        "{e}"
+    );
+    let e = err("[program.fx]\nmodule = \"gain\"\nprewake_us = 99999\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.fx.prewake_us"));
+    let e = err("[program.plain]\ncommand = \"sleep 9\"\nprewake_us = 100\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "program.plain.prewake_us"));
+    assert!(e.message.contains("only applies to slots"), "{e}");
+    let e = err("[engine]\nworker_prewake = 100\n");
+    assert!(
+        e.message.contains("did you mean `worker_prewake_us`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn wait_spin_us_is_bounded_and_reaches_the_engine_settings() {
     let spin = |body: &str| parse(&format!("[engine]\n{body}")).map(|c| c.engine.wait_spin_us);
     assert_eq!(spin(""), Ok(EngineConfig::default().wait_spin_us));

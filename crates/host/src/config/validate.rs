@@ -49,6 +49,7 @@ const PROGRAM_KEYS: &[&str] = &[
     "hang_timeout",
     "standby",
     "realtime",
+    "prewake_us",
 ];
 
 /// supervisord spellings users bring along, and what slotpool calls them.
@@ -306,7 +307,34 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
             );
         }
     }
+    if let Some(v) = &r.worker_prewake_us
+        && let Some(us) = prewake_us(rep, v, "engine.worker_prewake_us")
+    {
+        e.worker_prewake_us = us;
+    }
     e
+}
+
+/// Upper bound of `prewake_us` and `[engine] worker_prewake_us` (the worker refuses more
+/// in `SLOTPOOL_PREWAKE_US` too).
+const MAX_PREWAKE_US: u32 = 10_000;
+
+/// A pre-wake window (`[engine] worker_prewake_us`, a slot's `prewake_us`).
+fn prewake_us(rep: &mut Reporter<'_>, v: &Spanned<u32>, key: &str) -> Option<u32> {
+    let us = *v.get_ref();
+    if us <= MAX_PREWAKE_US {
+        return Some(us);
+    }
+    rep.error(
+        v.span(),
+        key,
+        format!(
+            "{us} is out of range; expected 0 (off) to {MAX_PREWAKE_US} microseconds; the \
+             worker polls for up to twice this long per period, so a few hundred is plenty \
+             (about twice the machine's timer wake-up latency)"
+        ),
+    );
+    None
 }
 
 /// Upper bound of `[engine] wait_spin_us`: a spin longer than a millisecond burns a
@@ -707,13 +735,14 @@ fn program(
 
     // Slot keys.
     let is_slot = r.module.is_some() || routed;
-    let slot_only: [(&str, Option<std::ops::Range<usize>>); 6] = [
+    let slot_only: [(&str, Option<std::ops::Range<usize>>); 7] = [
         ("params", r.params.as_ref().map(Spanned::span)),
         ("mode", r.mode.as_ref().map(Spanned::span)),
         ("fallback", r.fallback.as_ref().map(Spanned::span)),
         ("hang_timeout", r.hang_timeout.as_ref().map(Spanned::span)),
         ("standby", r.standby.as_ref().map(Spanned::span)),
         ("realtime", r.realtime.as_ref().map(Spanned::span)),
+        ("prewake_us", r.prewake_us.as_ref().map(Spanned::span)),
     ];
     let slot = if is_slot {
         let mode = match r.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -806,6 +835,10 @@ fn program(
             .realtime
             .as_ref()
             .and_then(|v| worker_realtime(rep, v, engine.realtime, &key("realtime")));
+        let prewake = r
+            .prewake_us
+            .as_ref()
+            .and_then(|v| prewake_us(rep, v, &key("prewake_us")));
         Some(SlotConfig {
             module: r.module.as_ref().map(|m| m.get_ref().clone()),
             params,
@@ -814,6 +847,7 @@ fn program(
             hang_timeout,
             standby: r.standby.as_ref().is_some_and(|v| *v.get_ref()),
             realtime,
+            prewake_us: prewake,
         })
     } else {
         for (k, span) in slot_only {

@@ -417,6 +417,16 @@ pub struct ProgramStatus {
     /// programs and slots without a live worker.
     #[serde(default)]
     pub realtime: Option<String>,
+    /// The slot's pre-wake window in µs (`prewake_us`; 0: off); `null` for plain programs.
+    #[serde(default)]
+    pub prewake_us: Option<u32>,
+    /// Doorbell rings of the engine for this slot, and how many of them found the worker
+    /// asleep and had to wake it (the rest found it awake: pre-wake, or still busy).
+    #[serde(default)]
+    pub rings: Option<u64>,
+    /// See `rings`.
+    #[serde(default)]
+    pub rings_woke: Option<u64>,
 }
 
 impl ProgramStatus {
@@ -440,6 +450,9 @@ impl ProgramStatus {
             heartbeat_age_ms: None,
             link: None,
             fallback_blocks: None,
+            prewake_us: None,
+            rings: None,
+            rings_woke: None,
             quarantines: None,
             standby_pid: None,
             realtime: None,

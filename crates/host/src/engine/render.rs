@@ -234,6 +234,8 @@ impl Workers {
                 standby: false,
                 // Offline: no clock and no deadline, so nothing to preempt for.
                 rt: None,
+                // Offline: rings come as fast as the workers go, there is no period.
+                prewake_us: 0,
             })
             .map_err(|e| anyhow::anyhow!("slot {}: {e}", spec.name))?;
             let monitor = region.monitor();

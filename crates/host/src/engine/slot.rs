@@ -203,7 +203,7 @@ impl SlotPort {
         }
         match self.end.audio_in.push(cycle, input) {
             Ok(()) => {
-                self.end.bell.ring(cycle);
+                stats.rang(self.end.bell.ring(cycle));
                 self.pushed = [self.pushed[1], cycle];
                 None
             }

@@ -160,6 +160,8 @@ pub struct SlotStats {
     ring_faults: AtomicU64,
     dropped_commands: AtomicU64,
     resets: AtomicU64,
+    rings: AtomicU64,
+    rings_woke: AtomicU64,
 }
 
 /// A copy of a slot's counters at one moment.
@@ -186,6 +188,11 @@ pub struct SlotSnapshot {
     pub dropped_commands: u64,
     /// Times the region was reset for a new worker.
     pub resets: u64,
+    /// Doorbell rings for a cycle's block.
+    pub rings: u64,
+    /// Rings that found the worker asleep and had to wake it (a futex wake; the worker
+    /// starts after its wake-up latency). With pre-wake working, few of `rings`.
+    pub rings_woke: u64,
 }
 
 impl SlotStats {
@@ -218,6 +225,12 @@ impl SlotStats {
     pub(crate) fn reset(&self) {
         self.resets.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn rang(&self, woke: bool) {
+        self.rings.fetch_add(1, Ordering::Relaxed);
+        if woke {
+            self.rings_woke.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     pub(crate) fn clear(&self) {
         for a in [
             &self.late,
@@ -228,6 +241,8 @@ impl SlotStats {
             &self.ring_faults,
             &self.dropped_commands,
             &self.resets,
+            &self.rings,
+            &self.rings_woke,
         ] {
             a.store(0, Ordering::Relaxed);
         }
@@ -248,6 +263,8 @@ impl SlotStats {
             ring_faults: r(&self.ring_faults),
             dropped_commands: r(&self.dropped_commands),
             resets: r(&self.resets),
+            rings: r(&self.rings),
+            rings_woke: r(&self.rings_woke),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct SpawnSpec<'a> {
     /// Real-time scheduling for a slot worker (see [`super::sched`]); `None` leaves the
     /// child at the host's normal scheduling.
     pub rt: Option<RtRequest>,
+    /// A slot worker's pre-wake window in µs, handed over as `SLOTPOOL_PREWAKE_US`
+    /// (0: not set, the worker sleeps until it is rung).
+    pub prewake_us: u32,
 }
 
 /// A freshly spawned, unreaped child.
@@ -123,6 +126,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<SpawnedChild, String> {
         }
         if let Some(rate) = spec.sample_rate {
             cmd.env("SLOTPOOL_SAMPLE_RATE", rate.to_string());
+        }
+        if spec.prewake_us > 0 {
+            cmd.env("SLOTPOOL_PREWAKE_US", spec.prewake_us.to_string());
         }
     }
     // Pipes are made close-on-exec; the child gets its ends by dup2 onto the reserved

@@ -484,6 +484,7 @@ impl Supervisor {
                 .map(|_| self.config.engine.sample_rate),
             standby: false,
             rt: rt_plan.and_then(Result::ok),
+            prewake_us: self.config.prewake_us(&inst.program),
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
@@ -773,6 +774,7 @@ impl Supervisor {
             sample_rate: Some(self.config.engine.sample_rate),
             standby: true,
             rt: rt_plan.ok(),
+            prewake_us: self.config.prewake_us(&inst.program),
         };
         match spawn::spawn(&spec) {
             Ok(c) => {
@@ -1614,6 +1616,9 @@ impl Supervisor {
                     let snap = st.snapshot();
                     s.late_blocks = snap.late;
                     s.fallback_blocks = Some(snap.fallback_blocks);
+                    s.rings = Some(snap.rings);
+                    s.rings_woke = Some(snap.rings_woke);
+                    s.prewake_us = Some(self.config.prewake_us(&inst.program));
                     s.quarantines = Some(slot.quarantines);
                     s.link = Some(
                         match snap.link {
