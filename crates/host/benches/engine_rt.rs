@@ -51,6 +51,9 @@ use slotpool_ring::{HostRegion, Memfd, Monitor, SlotLayout, WorkerState};
 
 const RATE: u32 = 48_000;
 const FIFO_PRIORITY: u8 = 70;
+/// The pre-wake window measured beside "off" (`[engine] worker_prewake_us`): about
+/// twice this VM's timer wake-up latency (~45 µs).
+const PREWAKE_US: u32 = 100;
 const JACK_CHILD: &str = "SLOTPOOL_BENCH_JACK";
 const JACK_CLIENT: &str = "SLOTPOOL_BENCH_JACK_CLIENT";
 
@@ -120,12 +123,28 @@ fn worker_bin() -> PathBuf {
     path
 }
 
-/// `spin`: `[engine] wait_spin_us`, `None` for the default.
-fn patch_toml(frames: u32, n: usize, chain: bool, spin: Option<u32>) -> String {
+/// How ours is configured for one measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Variant {
+    /// `[engine] wait_spin_us`, `None` for the default.
+    spin: Option<u32>,
+    /// `[engine] worker_prewake_us` (0: off, the default).
+    prewake: u32,
+}
+
+impl Variant {
+    const DEFAULT: Variant = Variant {
+        spin: None,
+        prewake: 0,
+    };
+}
+
+fn patch_toml(frames: u32, n: usize, chain: bool, v: Variant) -> String {
     let mut c = format!("[engine]\nsample_rate = {RATE}\nblock_frames = {frames}\nchannels = 1\n");
-    if let Some(us) = spin {
+    if let Some(us) = v.spin {
         c += &format!("wait_spin_us = {us}\n");
     }
+    c += &format!("worker_prewake_us = {}\n", v.prewake);
     for i in 0..n {
         c += &format!(
             "[program.p{i}]\nmodule = \"passthrough\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n"
@@ -162,8 +181,8 @@ struct Ours {
 }
 
 impl Ours {
-    fn start(frames: u32, n: usize, chain: bool, spin: Option<u32>, bin: &Path) -> Ours {
-        let config = Config::parse(&patch_toml(frames, n, chain, spin), Path::new("bench.toml"))
+    fn start(frames: u32, n: usize, chain: bool, v: Variant, bin: &Path) -> Ours {
+        let config = Config::parse(&patch_toml(frames, n, chain, v), Path::new("bench.toml"))
             .unwrap_or_else(|e| panic!("bench config: {e:?}"));
         let settings = EngineSettings::from_config(&config.engine, Pacing::RealTime);
         let (rt, mut handle) = engine(settings);
@@ -240,6 +259,7 @@ impl Ours {
             // As `slotpool run` does by default: SCHED_FIFO one below the audio thread,
             // bounded by RLIMIT_RTTIME; `SLOTPOOL_BENCH_WORKER_RT=0` for normal priority.
             rt: worker_rt(),
+            prewake_us: self.config.prewake_us(&program),
         })
         .unwrap()
     }
@@ -264,13 +284,27 @@ impl Ours {
             .unwrap_or_default()
     }
 
-    /// Runs for `secs` after a warm-up; cycle times as shares of the period.
-    fn measure(&mut self, secs: f64) -> (Shares, u64, u64) {
+    /// The workers' CPU time so far, summed (ns; `/proc/PID/schedstat`).
+    fn worker_cpu_ns(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter_map(|s| s.child.as_ref())
+            .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/schedstat", c.pid)).ok())
+            .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Runs for `secs` after a warm-up; cycle times as shares of the period, cycles,
+    /// late blocks, and the workers' CPU time per cycle per worker as a share of the
+    /// period (what pre-wake's polling costs shows here).
+    fn measure(&mut self, secs: f64) -> (Shares, u64, u64, f64) {
         std::thread::sleep(Duration::from_millis(300));
         let stats = self.handle.stats().clone();
         stats.cycle_time.clear();
         let late0: u64 = self.late();
+        let cpu0 = self.worker_cpu_ns();
         std::thread::sleep(Duration::from_secs_f64(secs));
+        let cpu = self.worker_cpu_ns().saturating_sub(cpu0);
         let h = &stats.cycle_time;
         let pct = |v: Option<u64>| v.unwrap_or(0) as f64 / stats.period_ns as f64 * 100.0;
         let s = Shares {
@@ -280,7 +314,9 @@ impl Ours {
             max: pct(Some(h.max())),
             mean: h.mean().unwrap_or(0.0) / stats.period_ns as f64 * 100.0,
         };
-        (s, h.count(), self.late() - late0)
+        let per =
+            (h.count() as f64 * stats.period_ns as f64 * self.slots.len().max(1) as f64).max(1.0);
+        (s, h.count(), self.late() - late0, cpu as f64 / per * 100.0)
     }
 
     fn late(&self) -> u64 {
@@ -421,8 +457,8 @@ fn start_jackd(frames: u32) -> Result<Jackd, String> {
     }
 }
 
-/// (frames, chain, workers, ours' spin, JACK2's client placement).
-type RatioKey = (u32, bool, usize, Option<u32>, JackMode);
+/// (frames, chain, workers, ours' variant, JACK2's client placement).
+type RatioKey = (u32, bool, usize, Variant, JackMode);
 
 /// How JACK2's pass-through clients are hosted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -696,7 +732,9 @@ fn main() {
     // Narrowing for A/B runs: `SLOTPOOL_BENCH_FRAMES=64`, `SLOTPOOL_BENCH_COUNTS=1,8`,
     // `SLOTPOOL_BENCH_ROUNDS=4`;
     // `SLOTPOOL_BENCH_SPINS=0,50` measures ours once per `[engine] wait_spin_us` value,
-    // interleaved in each round (default: the config's default only).
+    // interleaved in each round (default: the config's default only);
+    // `SLOTPOOL_BENCH_PREWAKES=0,100` once per `[engine] worker_prewake_us` value
+    // (default: 0 and 100, off and on, side by side), crossed with the spins.
     let list = |key: &str| -> Option<Vec<u32>> {
         std::env::var(key).ok().map(|v| {
             v.split(',')
@@ -719,6 +757,15 @@ fn main() {
     let counts = counts_env.as_deref().unwrap_or(counts);
     let spins: Vec<Option<u32>> =
         list("SLOTPOOL_BENCH_SPINS").map_or(vec![None], |v| v.into_iter().map(Some).collect());
+    let prewakes = list("SLOTPOOL_BENCH_PREWAKES").unwrap_or_else(|| vec![0, PREWAKE_US]);
+    let variants: Vec<Variant> = spins
+        .iter()
+        .flat_map(|&spin| {
+            prewakes
+                .iter()
+                .map(move |&prewake| Variant { spin, prewake })
+        })
+        .collect();
     sys::reserve_handover_fds().expect("reserve fds 3 and 4 for workers");
     let bin = worker_bin();
     println!(
@@ -741,7 +788,9 @@ fn main() {
                 })
                 .collect()
         });
-    let mut ours_r: BTreeMap<(u32, bool, usize, Option<u32>), Vec<Shares>> = BTreeMap::new();
+    let mut ours_r: BTreeMap<(u32, bool, usize, Variant), Vec<Shares>> = BTreeMap::new();
+    // Workers' CPU per cycle per worker, as a share of the period.
+    let mut ours_cpu: BTreeMap<(u32, bool, usize, Variant), Vec<f64>> = BTreeMap::new();
     let mut jack_r: BTreeMap<(u32, bool, usize, JackMode), Vec<Shares>> = BTreeMap::new();
     let mut jack_load: BTreeMap<(u32, bool, usize, JackMode), Vec<f64>> = BTreeMap::new();
     // Per round: ours mean / JACK2 load of the same round (side by side).
@@ -758,18 +807,19 @@ fn main() {
                 for &n in counts {
                     let mut ours_txt = String::new();
                     let mut ours_means = Vec::new();
-                    for &spin in &spins {
-                        let mut o = Ours::start(frames, n, chain, spin, &bin);
-                        let (s, cycles, late) = o.measure(secs);
+                    for &v in &variants {
+                        let mut o = Ours::start(frames, n, chain, v, &bin);
+                        let (s, cycles, late, cpu) = o.measure(secs);
                         rt_state = o.realtime();
                         assert!(cycles > 0, "the engine ran no cycle");
                         drop(o);
-                        ours_r.entry((frames, chain, n, spin)).or_default().push(s);
-                        ours_means.push((spin, s.mean));
-                        let label = spin.map_or(String::new(), |us| format!(" spin {us}"));
+                        ours_r.entry((frames, chain, n, v)).or_default().push(s);
+                        ours_cpu.entry((frames, chain, n, v)).or_default().push(cpu);
+                        ours_means.push((v, s.mean));
+                        let label = v.spin.map_or(String::new(), |us| format!(" spin {us}"));
                         ours_txt += &format!(
-                            "ours{label} p50 {:.2}% p99 {:.2}% mean {:.2}% ({cycles} cycles, {late} late) | ",
-                            s.p50, s.p99, s.mean
+                            "ours{label} prewake {} p50 {:.2}% p99 {:.2}% mean {:.2}% worker cpu {cpu:.2}% ({cycles} cycles, {late} late) | ",
+                            v.prewake, s.p50, s.p99, s.mean
                         );
                     }
                     let mut jtxt = String::new();
@@ -785,9 +835,9 @@ fn main() {
                                     .entry((frames, chain, n, mode))
                                     .or_default()
                                     .push(load);
-                                for &(spin, mean) in &ours_means {
+                                for &(v, mean) in &ours_means {
                                     round_ratio
-                                        .entry((frames, chain, n, spin, mode))
+                                        .entry((frames, chain, n, v, mode))
                                         .or_default()
                                         .push(mean / load);
                                 }
@@ -817,7 +867,7 @@ fn main() {
     let mut crash_standby = Vec::new();
     for _ in 0..if full { 7 } else { 1 } {
         for standby in [false, true] {
-            let mut o = Ours::start(64, 1, false, None, &bin);
+            let mut o = Ours::start(64, 1, false, Variant::DEFAULT, &bin);
             std::thread::sleep(Duration::from_millis(200));
             let (c, detail) = o.crash(standby);
             let how = if standby { "standby" } else { "spawn" };
@@ -838,19 +888,23 @@ fn main() {
         ))
     );
     println!(
-        "\n| frames | shape | N | spin µs | ours p50 | p99 | p99.9 | max | mean | JACK2 clients | JACK2 span p50 | p99 | p99.9 | max | JACK2 DSP load | ours mean / JACK2 load | per round: median [min–max] | ours p50 / JACK2 load |"
+        "\n| frames | shape | N | spin µs | prewake µs | ours p50 | p99 | p99.9 | max | mean | worker CPU | JACK2 clients | JACK2 span p50 | p99 | p99.9 | max | JACK2 DSP load | ours mean / JACK2 load | per round: median [min–max] | ours p50 / JACK2 load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (&(frames, chain, n, spin), v) in &ours_r {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (&(frames, chain, n, variant), v) in &ours_r {
         let o = median_shares(v);
+        let cpu = median(ours_cpu[&(frames, chain, n, variant)].clone());
         let shape = if chain { "chain" } else { "fan-out" };
-        let spin_txt = spin.map_or("default".to_string(), |us| us.to_string());
+        let spin_txt = variant
+            .spin
+            .map_or("default".to_string(), |us| us.to_string());
+        let prewake = variant.prewake;
         for &mode in &jack_modes {
             let jt = match jack_r.get(&(frames, chain, n, mode)) {
                 Some(jv) => {
                     let j = median_shares(jv);
                     let load = median(jack_load[&(frames, chain, n, mode)].clone());
-                    let rr = &round_ratio[&(frames, chain, n, spin, mode)];
+                    let rr = &round_ratio[&(frames, chain, n, variant, mode)];
                     let lo = rr.iter().copied().fold(f64::INFINITY, f64::min);
                     let hi = rr.iter().copied().fold(0.0, f64::max);
                     format!(
@@ -867,7 +921,7 @@ fn main() {
                 None => "– | – | – | – | – | – | – | –".into(),
             };
             println!(
-                "| {frames} | {shape} | {n} | {spin_txt} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {} | {jt} |",
+                "| {frames} | {shape} | {n} | {spin_txt} | {prewake} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {cpu:.2} % | {} | {jt} |",
                 o.p50,
                 o.p99,
                 o.p999,
