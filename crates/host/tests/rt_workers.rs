@@ -24,7 +24,7 @@ mod live_host;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chaos_common::{children_of, processes, watchdog};
+use chaos_common::{children_of, environment, processes, watchdog};
 use live_host::{Host, worker_bin};
 use serde_json::Value;
 
@@ -403,11 +403,8 @@ fn a_slots_prewake_reaches_its_worker_and_status_counts_the_rings_that_woke_it()
     let host = Host::start_wrapped(&body, &[]);
     let [a, b] = ["a:0", "b:0"].map(|n| host.wait_for(n, "RUNNING", running));
     let env_of = |p: &Value| {
-        let pid = p["pid"].as_i64().unwrap();
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .unwrap_or_default()
-            .split(|&b| b == 0)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+        environment(p["pid"].as_i64().unwrap() as i32)
+            .into_iter()
             .find(|v| v.starts_with("SLOTPOOL_PREWAKE_US="))
     };
     assert_eq!(env_of(&a).as_deref(), Some("SLOTPOOL_PREWAKE_US=150"));

@@ -281,11 +281,17 @@ impl HostBell {
         self.gone_seen = self.gone.load(StdOrdering::Acquire);
     }
 
-    /// Stores `cycle` and the time of the ring, bumps the doorbell and wakes the worker
-    /// only if it sleeps. Returns whether it slept (the ring cost a futex wake, and the
-    /// worker starts only after its wake-up latency). RT-safe (a vDSO clock read and a
-    /// futex wake at most).
+    /// [`HostBell::ring_at`] now. RT-safe (a vDSO clock read and a futex wake at most).
     pub fn ring(&self, cycle: u64) -> bool {
+        self.ring_at(cycle, MonoTime::now())
+    }
+
+    /// Stores `cycle` and the ring's time `at` (the worker predicts the next ring from
+    /// these; a caller ringing several slots at once reads the clock once for all),
+    /// bumps the doorbell and wakes the worker only if it sleeps. Returns whether it
+    /// slept (the ring cost a futex wake, and the worker starts only after its wake-up
+    /// latency). RT-safe (a futex wake at most).
+    pub fn ring_at(&self, cycle: u64, at: MonoTime) -> bool {
         // Relaxed: published by the Release RMW of the doorbell below, which pairs with
         // the worker's Acquire load of the doorbell.
         self.words.w64(hdr::CYCLE).store(cycle, Ordering::Relaxed);
@@ -293,7 +299,7 @@ impl HostBell {
         // 0 is what a worker reads from a host that does not write it.
         self.words
             .w64(hdr::RING_NS)
-            .store(MonoTime::now().as_nanos(), Ordering::Relaxed);
+            .store(at.as_nanos(), Ordering::Relaxed);
         bump_and_wake(
             self.words.w32(hdr::DOORBELL),
             self.words.w32(hdr::WORKER_WAITING),

@@ -163,8 +163,8 @@ pub use run::{
     exit_status, fault_code, grandchild_main, run, run_with,
 };
 pub use sys::{
-    DEFAULT_SAMPLE_RATE, ENV_GO_FD, ENV_PARENT_PID, ENV_READY_FD, ENV_REGION_FD, ENV_SAMPLE_RATE,
-    ENV_SLOT, ENV_STANDBY_REGION_FD, EnvError, StartEnv,
+    DEFAULT_SAMPLE_RATE, ENV_GO_FD, ENV_PARENT_PID, ENV_PREWAKE_US, ENV_READY_FD, ENV_REGION_FD,
+    ENV_SAMPLE_RATE, ENV_SLOT, ENV_STANDBY_REGION_FD, EnvError, MAX_PREWAKE_US, StartEnv,
 };
 
 /// The global allocator a worker program declares so that the allocation guard works:

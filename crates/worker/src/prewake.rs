@@ -50,11 +50,6 @@ impl Prewake {
         }
     }
 
-    /// The window (zero: off).
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// The worker saw a ring that brought blocks at `at`.
     pub fn ring_seen(&mut self, at: MonoTime) {
         if let Some(last) = self.last {

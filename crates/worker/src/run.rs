@@ -358,8 +358,6 @@ pub struct Worker<P: Processor> {
     attach_bell: u32,
     /// Wakes the loop just before the next expected ring (off unless set).
     prewake: Prewake,
-    /// When the loop's last doorbell wait (or poll) ended.
-    woke_at: MonoTime,
 }
 
 impl<P: Processor> Worker<P> {
@@ -432,7 +430,6 @@ impl<P: Processor> Worker<P> {
             faults,
             triggered: false,
             prewake: Prewake::new(Duration::ZERO),
-            woke_at: MonoTime::now(),
         })
     }
 
@@ -520,10 +517,12 @@ impl<P: Processor> Worker<P> {
         if process && let Some(outcome) = self.pump() {
             return Some(outcome);
         }
-        if self.instance.blocks_processed() != blocks_before {
-            // The host's own time of the ring when it gives one: this worker's wake-up
-            // is later by its wake-up latency and by every worker that ran before it.
-            let at = self.end.bell.ring_time().unwrap_or(self.woke_at);
+        // The host's own time of the ring, not this worker's wake-up: that is later by
+        // its wake-up latency and by every worker that ran before it. A host that does
+        // not write it gives no prediction.
+        if self.instance.blocks_processed() != blocks_before
+            && let Some(at) = self.end.bell.ring_time()
+        {
             self.prewake.ring_seen(at);
         }
         self.end.bell.beat();
@@ -545,7 +544,6 @@ impl<P: Processor> Worker<P> {
                 self.end
                     .bell
                     .wait_doorbell(seen, now.saturating_add(WAIT_SLICE));
-                self.woke_at = MonoTime::now();
             }
             _ => {
                 watch.first_bell = None;
@@ -556,7 +554,6 @@ impl<P: Processor> Worker<P> {
                         self.end.bell.wait_doorbell(seen, plan.wake_at);
                     }
                     if self.end.bell.poll_doorbell(seen, plan.poll_until) {
-                        self.woke_at = MonoTime::now();
                         return None;
                     }
                     // It did not come: no plan until the rings are steady again.
@@ -566,7 +563,6 @@ impl<P: Processor> Worker<P> {
                 // next iteration looks at the stop flag, the rings and the host.
                 let _ = self.end.bell.wait_doorbell_untimed(seen);
                 let woke = MonoTime::now();
-                self.woke_at = woke;
                 if woke.saturating_duration_since(now) >= watch.timeout {
                     // Nobody rang for a whole host timeout: the host was stopped, not
                     // gone (gone is the death signal's case). Judge it from now on.

@@ -29,8 +29,10 @@ pub const ENV_PARENT_PID: &str = "SLOTPOOL_PARENT_PID";
 pub const ENV_SAMPLE_RATE: &str = "SLOTPOOL_SAMPLE_RATE";
 /// Optional: the pre-wake window in microseconds (absent or 0: off; see `prewake`).
 pub const ENV_PREWAKE_US: &str = "SLOTPOOL_PREWAKE_US";
-/// Largest pre-wake window the worker accepts (the host's config has the same bound).
+/// Largest pre-wake window the worker accepts; the host's config uses the same bound.
 pub const MAX_PREWAKE_US: u32 = 10_000;
+// The refusal below spells the bound out.
+const _: () = assert!(MAX_PREWAKE_US == 10_000);
 
 /// Sample rate assumed when `SLOTPOOL_SAMPLE_RATE` is not set.
 pub const DEFAULT_SAMPLE_RATE: u32 = 48_000;

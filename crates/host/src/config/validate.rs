@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// The bound of `prewake_us` is what the worker accepts in `SLOTPOOL_PREWAKE_US`.
+use slotpool_worker::MAX_PREWAKE_US;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Reporter};
@@ -314,10 +316,6 @@ fn engine(rep: &mut Reporter<'_>, raw: &RawConfig) -> EngineConfig {
     }
     e
 }
-
-/// Upper bound of `prewake_us` and `[engine] worker_prewake_us` (the worker refuses more
-/// in `SLOTPOOL_PREWAKE_US` too).
-const MAX_PREWAKE_US: u32 = 10_000;
 
 /// A pre-wake window (`[engine] worker_prewake_us`, a slot's `prewake_us`).
 fn prewake_us(rep: &mut Reporter<'_>, v: &Spanned<u32>, key: &str) -> Option<u32> {

@@ -486,13 +486,16 @@ impl EngineRt {
             offline,
             period_ns: self.period_ns,
         };
-        for level in schedule.levels() {
+        for (l, level) in schedule.levels().enumerate() {
+            // One clock read per level for every ring's time (the first level's is the
+            // cycle's start): a worker predicts its next ring from these.
+            let rung_at = if l == 0 { t0 } else { MonoTime::now() };
             for step in level {
                 workspace.assemble_input(schedule, step);
                 let id = step_slot.get(step.index()).copied().unwrap_or(NO_SLOT);
                 if let (Some(Some(port)), Some(s)) =
                     (slots.get_mut(usize::from(id)), stats.slot(usize::from(id)))
-                    && let Some(f) = port.send(cycle, workspace.input(step), s)
+                    && let Some(f) = port.send(cycle, rung_at, workspace.input(step), s)
                 {
                     let _ = self
                         .outbox

@@ -183,11 +183,13 @@ impl SlotPort {
         Some(fault)
     }
 
-    /// Pushes this cycle's input and rings the doorbell (only when up). Returns a
-    /// ring fault the first time one quarantines the slot. RT-safe.
+    /// Pushes this cycle's input and rings the doorbell (only when up), stamping the
+    /// ring with `at` (the level's ring time). Returns a ring fault the first time one
+    /// quarantines the slot. RT-safe.
     pub(crate) fn send(
         &mut self,
         cycle: u64,
+        at: MonoTime,
         input: &[f32],
         stats: &SlotStats,
     ) -> Option<RingFault> {
@@ -203,7 +205,7 @@ impl SlotPort {
         }
         match self.end.audio_in.push(cycle, input) {
             Ok(()) => {
-                stats.rang(self.end.bell.ring(cycle));
+                stats.rang(self.end.bell.ring_at(cycle, at));
                 self.pushed = [self.pushed[1], cycle];
                 None
             }

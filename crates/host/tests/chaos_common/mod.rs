@@ -272,16 +272,22 @@ pub fn children_of(pid: i32) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// The `KEY=value` entries of `pid`'s environment (empty if it cannot be read).
+pub fn environment(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
 /// Live (non-zombie) processes whose environment holds `marker` (a `KEY=value`).
 pub fn marked_processes(marker: &str) -> Vec<i32> {
     processes()
         .into_iter()
         .filter(|(_, f)| f.first().map(String::as_str) != Some("Z"))
-        .filter(|(p, _)| {
-            fs::read(format!("/proc/{p}/environ"))
-                .map(|env| env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()))
-                .unwrap_or(false)
-        })
+        .filter(|(p, _)| environment(*p).iter().any(|kv| kv == marker))
         .map(|(p, _)| p)
         .collect()
 }
