@@ -58,6 +58,7 @@ impl AudioProducer {
 
     /// Copies one planar block (channel c's frames at `c × block_frames`) into the ring,
     /// tagged with `cycle`. RT-safe, wait-free.
+    #[inline]
     pub fn push(&mut self, cycle: u64, planar: &[f32]) -> Result<(), PushError> {
         if planar.len() != self.samples {
             return Err(PushError::WrongLength {
@@ -138,6 +139,7 @@ impl AudioConsumer {
 
     /// The front block's slot offset and cycle tag, after one copy of its tag and a
     /// check of its frames/channels against the private layout.
+    #[inline]
     fn front_checked(&mut self) -> Result<Option<(usize, u64)>, RingFault> {
         let Some(off) = self.core.front()? else {
             return Ok(None);
@@ -190,6 +192,7 @@ impl AudioConsumer {
     /// `planar_out` should hold [`AudioConsumer::block_samples`] samples; a shorter one
     /// gets the first samples, a longer one is zero-filled past the block (a caller bug,
     /// caught by a `debug_assert!`).
+    #[inline]
     pub fn pop(&mut self, planar_out: &mut [f32]) -> Result<Option<u64>, RingFault> {
         debug_assert_eq!(planar_out.len(), self.samples, "pop buffer length");
         let Some((off, cycle)) = self.front_checked()? else {
