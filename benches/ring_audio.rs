@@ -17,7 +17,12 @@
 //!
 //! Then criterion measures each variant (its mean and interval), and an interleaved loop
 //! (A B C D, D C B A, ...) measures all four side by side and prints medians and the
-//! per-round ratios. `cargo test --benches` runs everything once, tiny.
+//! per-round ratios. In each round every variant's source and destination buffers sit
+//! at the same page offsets, which rotate from round to round over eight offsets
+//! ([`Place::for_round`]): a caller's buffers land anywhere in a page, and copy speed
+//! depends on where, so one fixed placement would measure one arbitrary case. The ratios
+//! are also printed per offset. `SLOTPOOL_BENCH_PAGE_ALIGNED=1` keeps every buffer
+//! page-aligned instead. `cargo test --benches` runs everything once, tiny.
 
 #[allow(dead_code)] // shared by all bench binaries; each uses a subset
 mod common;
@@ -25,7 +30,7 @@ mod common;
 use std::hint::black_box;
 use std::process::{self, Child};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -88,22 +93,69 @@ fn check_pattern(block: &[f32], cycle: u64) -> Result<(), String> {
     }
 }
 
-/// A block of f32 samples that starts on a page boundary. Every variant copies from and
-/// into buffers at the same page offset, so none of them wins or loses by where the
-/// allocator happened to put its buffers (copy speed depends on the source and
-/// destination offsets, see `memcpy_alias`).
+/// A block of f32 samples at a chosen offset in a page ([`PageBlock::place`]; a page
+/// boundary at first). In every round all variants copy from and into buffers at the
+/// same page offsets, so none of them wins or loses by where the allocator happened to
+/// put its buffers (copy speed depends on the source and destination offsets, see
+/// `memcpy_alias`).
 struct PageBlock {
     store: Vec<f32>,
+    /// Index of the first sample on a page boundary.
+    page: usize,
     start: usize,
     len: usize,
 }
 
 impl PageBlock {
     fn new(len: usize, value: f32) -> PageBlock {
-        let store = vec![value; len + 1024];
-        let start = (4096 - store.as_ptr() as usize % 4096) % 4096 / 4;
-        PageBlock { store, start, len }
+        // Room to align to a page (1024 f32) and to move up to one more page.
+        let store = vec![value; len + 2048];
+        let page = (4096 - store.as_ptr() as usize % 4096) % 4096 / 4;
+        PageBlock {
+            store,
+            page,
+            start: page,
+            len,
+        }
     }
+
+    /// Moves the block to byte `offset` (a multiple of 4 below 4096) of its page; the
+    /// samples now in the window are whatever the store held there.
+    fn place(&mut self, offset: u32) {
+        debug_assert!(offset < 4096 && offset.is_multiple_of(4));
+        self.start = self.page + offset as usize / 4;
+    }
+}
+
+/// The page offsets of the caller's buffers for one run: where the producer's source
+/// block and the consumer's destination block start in their pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Place {
+    src: u32,
+    dst: u32,
+}
+
+/// Page offsets the interleaved rounds rotate through: eight spread over the page, on
+/// cache-line boundaries (576 = 9 lines apart, modulo 4096).
+const OFFSETS: [u32; 8] = [0, 576, 1152, 1728, 2304, 2880, 3456, 4032];
+
+impl Place {
+    /// Round `r`'s placement: the source offset steps every round and the destination
+    /// every eighth, so 64 rounds cover every pair. `SLOTPOOL_BENCH_PAGE_ALIGNED=1`
+    /// keeps both on a page boundary (the method before 2026-12-06).
+    fn for_round(r: usize) -> Place {
+        if page_aligned_only() {
+            return Place::default();
+        }
+        Place {
+            src: OFFSETS[r % OFFSETS.len()],
+            dst: OFFSETS[(r / OFFSETS.len()) % OFFSETS.len()],
+        }
+    }
+}
+
+fn page_aligned_only() -> bool {
+    std::env::var_os("SLOTPOOL_BENCH_PAGE_ALIGNED").is_some_and(|v| v == "1")
 }
 
 impl std::ops::Deref for PageBlock {
@@ -147,7 +199,8 @@ fn ring_peer(mut end: WorkerEnd, verify: u64) -> Result<(), String> {
         }
     }
     let mut next: Option<u64> = None;
-    serve(&mut end, |end| {
+    serve(&mut end, |end, dst| {
+        buf.place(dst);
         loop {
             match end.audio_in.pop(&mut buf).map_err(|e| e.to_string())? {
                 Some(cycle) => {
@@ -308,8 +361,10 @@ impl RingRig {
     }
 
     /// Wakes the peer, warms up, times `n` blocks, lets the peer sleep again.
-    fn run(&mut self, n: u64) -> Duration {
-        handshake(&mut self.host, &self.monitor, control::RUN, &self.what);
+    fn run(&mut self, n: u64, place: Place) -> Duration {
+        self.block.place(place.src);
+        let token = control::run_token(place.dst);
+        handshake(&mut self.host, &self.monitor, token, &self.what);
         common::warm_up(|| self.transfer(CAPACITY as u64));
         let elapsed = self.transfer(n);
         handshake(&mut self.host, &self.monitor, control::STOP, &self.what);
@@ -352,6 +407,8 @@ struct RtrbShared {
     /// Set by the consumer while it serves a run (the handshake).
     active: AtomicBool,
     shutdown: AtomicBool,
+    /// Page offset of the consumer's buffer for the next run.
+    dst: AtomicU32,
 }
 
 impl RtrbRig {
@@ -380,6 +437,7 @@ impl RtrbRig {
                     }
                     thread::park_timeout(Duration::from_millis(200));
                 }
+                buf.place(s.dst.load(Ordering::Acquire));
                 s.active.store(true, Ordering::Release);
                 loop {
                     match consumer.pop_entire_slice(&mut buf) {
@@ -415,7 +473,9 @@ impl RtrbRig {
     }
 
     /// Wakes the consumer, warms up, times `n` blocks, lets the consumer park again.
-    fn run(&mut self, n: u64) -> Duration {
+    fn run(&mut self, n: u64, place: Place) -> Duration {
+        self.block.place(place.src);
+        self.shared.dst.store(place.dst, Ordering::Release);
         self.shared.running.store(true, Ordering::Release);
         if let Some(h) = &self.consumer {
             h.thread().unpark();
@@ -497,7 +557,11 @@ impl MemcpyRig {
         t0.elapsed()
     }
 
-    fn run(&mut self, n: u64) -> Duration {
+    fn run(&mut self, n: u64, place: Place) -> Duration {
+        self.block.place(place.src);
+        for d in &mut self.dst {
+            d.place(place.dst);
+        }
         common::warm_up(|| self.transfer(CAPACITY as u64));
         self.transfer(n)
     }
@@ -527,12 +591,12 @@ impl Rigs {
         }
     }
 
-    fn run(&mut self, variant: usize, n: u64) -> Duration {
+    fn run(&mut self, variant: usize, n: u64, place: Place) -> Duration {
         match variant {
-            0 => self.xproc.run(n),
-            1 => self.threads.run(n),
-            2 => self.rtrb.run(n),
-            _ => self.memcpy.run(n),
+            0 => self.xproc.run(n, place),
+            1 => self.threads.run(n, place),
+            2 => self.rtrb.run(n, place),
+            _ => self.memcpy.run(n, place),
         }
     }
 }
@@ -544,7 +608,7 @@ fn criterion_group(c: &mut Criterion, frames: u32, rigs: &mut Rigs) {
     group.throughput(Throughput::Bytes(block_bytes(frames) as u64));
     for (variant, name) in VARIANTS.iter().enumerate() {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter_custom(|iters| rigs.run(variant, iters))
+            b.iter_custom(|iters| rigs.run(variant, iters, Place::default()))
         });
     }
     group.finish();
@@ -562,14 +626,22 @@ fn interleaved(all: &mut [(u32, Rigs)], mode: RunMode) -> Vec<Vec<Vec<f64>>> {
             if mode.is_quick() {
                 64
             } else {
-                common::calibrate(Duration::from_millis(2), |n| rigs.run(0, n))
+                common::calibrate(Duration::from_millis(2), |n| {
+                    rigs.run(0, n, Place::default())
+                })
             }
         })
         .collect();
     let per_size = VARIANTS.len();
-    let flat = common::interleave(mode.pick(1, ROUNDS), all.len() * per_size, |k| {
+    let per_round = all.len() * per_size;
+    // `interleave` measures every (size, variant) once per round, so the call count
+    // gives the round, and with it the caller buffers' placement for every variant.
+    let mut calls = 0;
+    let flat = common::interleave(mode.pick(1, ROUNDS), per_round, |k| {
+        let place = Place::for_round(calls / per_round);
+        calls += 1;
         let (size, variant) = (k / per_size, k % per_size);
-        n[size] as f64 / all[size].1.run(variant, n[size]).as_secs_f64()
+        n[size] as f64 / all[size].1.run(variant, n[size], place).as_secs_f64()
     });
     flat.chunks(per_size).map(|c| c.to_vec()).collect()
 }
@@ -617,6 +689,17 @@ fn main() {
 
 fn report(results: &[(u32, Vec<Vec<f64>>)]) {
     print_machine();
+    println!(
+        "caller buffers: {}",
+        if page_aligned_only() {
+            "page-aligned in every round (SLOTPOOL_BENCH_PAGE_ALIGNED=1)".to_string()
+        } else {
+            format!(
+                "source and destination at page offsets rotating over {OFFSETS:?} (source every round, destination every {} rounds)",
+                OFFSETS.len()
+            )
+        }
+    );
     let mut rows = Vec::new();
     for (frames, per_variant) in results {
         let bytes = block_bytes(*frames) as f64;
@@ -682,6 +765,43 @@ fn report(results: &[(u32, Vec<Vec<f64>>)]) {
             "xproc/memcpy",
             "xproc GB/s / neighbour (min)",
         ],
+        &rows,
+    );
+    if !page_aligned_only() {
+        report_by_offset(results);
+    }
+}
+
+/// xproc/rtrb per page offset of the source and of the destination buffer: the median
+/// of the paired ratios of the rounds that had that offset.
+fn report_by_offset(results: &[(u32, Vec<Vec<f64>>)]) {
+    let mut rows = Vec::new();
+    for (frames, v) in results {
+        for (side, of_round) in [
+            ("source", (|r| Place::for_round(r).src) as fn(usize) -> u32),
+            ("destination", |r| Place::for_round(r).dst),
+        ] {
+            let mut row = vec![format!("{frames}"), side.to_string()];
+            for offset in OFFSETS {
+                let ratios: Vec<f64> = (0..v[0].len())
+                    .filter(|&r| of_round(r) == offset)
+                    .map(|r| v[0][r] / v[2][r])
+                    .collect();
+                row.push(if ratios.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", median(&ratios))
+                });
+            }
+            rows.push(row);
+        }
+    }
+    let mut header = vec!["frames".to_string(), "buffer".to_string()];
+    header.extend(OFFSETS.iter().map(|o| format!("@{o}")));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    print_table(
+        "AudioRing xproc/rtrb by the page offset of the caller's buffer (median of the paired ratios of the rounds with that offset)",
+        &header,
         &rows,
     );
 }

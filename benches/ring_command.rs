@@ -154,7 +154,7 @@ fn ring_peer(mut end: WorkerEnd, verify: u64) -> Result<(), String> {
     }
     // Tells the host the sequence arrived intact.
     end.bell.signal_done();
-    serve(&mut end, |end| {
+    serve(&mut end, |end, _| {
         let mut run = RunCheck::default();
         loop {
             match end.commands.pop().map_err(|e| e.to_string())? {

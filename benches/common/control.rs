@@ -14,8 +14,14 @@ use slotpool_ring::{Command, HostEnd, Monitor, MonoTime, PushError, WorkerEnd};
 
 use super::{PEER_TIMEOUT, spin_until};
 
-/// Token of the ping that starts a run.
+/// Token of the ping that starts a run (low 32 bits; the high 32 carry the run's
+/// argument, see [`run_token`]).
 pub const RUN: u64 = 0x5255_4e00;
+
+/// The token of a `RUN` ping carrying `arg` (below 2^32) to the peer's run.
+pub fn run_token(arg: u32) -> u64 {
+    RUN | (u64::from(arg) << 32)
+}
 /// Token of the ping that ends a run.
 pub const STOP: u64 = 0x5354_4f50;
 /// Fault code: a block or record arrived damaged or out of order.
@@ -66,11 +72,12 @@ pub fn shutdown(host: &mut HostEnd, what: &str) {
 }
 
 /// Peer side: sleeps on the doorbell until a command arrives; on `RUN` answers, calls
-/// `run` (which returns once it has popped the `STOP` ping) and answers again; returns
-/// on `Shutdown`. On an error the fault code is stored for the host to see.
+/// `run` with the ping's argument (which returns once it has popped the `STOP` ping) and
+/// answers again; returns on `Shutdown`. On an error the fault code is stored for the
+/// host to see.
 pub fn serve(
     end: &mut WorkerEnd,
-    mut run: impl FnMut(&mut WorkerEnd) -> Result<(), String>,
+    mut run: impl FnMut(&mut WorkerEnd, u32) -> Result<(), String>,
 ) -> Result<(), String> {
     let result = (|| loop {
         // Read the doorbell before looking at the commands: a command pushed after this
@@ -82,9 +89,9 @@ pub fn serve(
             .map_err(|e| format!("command ring: {e}"))?
         {
             Some((_, Command::Shutdown)) => return Ok(()),
-            Some((_, Command::Ping { token: RUN })) => {
+            Some((_, Command::Ping { token })) if token & 0xffff_ffff == RUN => {
                 end.bell.signal_done();
-                run(end)?;
+                run(end, (token >> 32) as u32)?;
                 end.bell.signal_done();
             }
             Some((_, other)) => return Err(format!("unexpected command while idle: {other:?}")),
