@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the ring benchmarks of docs/PERFORMANCE.md and prints their tables.
 #
-#   scripts/bench-ring.sh                 criterion + interleaved tables, all four benches
+#   scripts/bench-ring.sh                 criterion + interleaved tables, all five benches
 #   scripts/bench-ring.sh --tables-only   only the interleaved tables (what PERFORMANCE.md quotes)
 #   scripts/bench-ring.sh --quick         every measurement once, tiny (a smoke test)
 #
@@ -43,7 +43,7 @@ echo "# $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xar
      "$(ldd --version | head -1); $(uname -sr); $(rustc --version)"
 echo "# priority: ${nice_cmd[*]:-nice 0}"
 
-for bench in memcpy_alias ring_audio ring_command ring_wake; do
+for bench in memcpy_alias ring_audio ring_handoff ring_command ring_wake; do
     log="$LOG_DIR/$bench.log"
     echo
     echo "=== $bench (full output: $log)"
