@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::control::{self, check_peer, handshake, serve, stop_requested};
 use common::{
-    Backoff, RunMode, Side, median, paired_ratio, print_machine, print_table, si, spin_until,
+    Backoff, RunMode, Side, Tries, median, paired_ratio, print_machine, print_table, si, spin_until,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 use slotpool_ring::{HostEnd, HostRegion, Monitor, PushError, SlotLayout, WorkerEnd, WorkerRegion};
@@ -339,18 +339,20 @@ impl RingRig {
 
     /// Pushes `n` blocks and waits until the peer has consumed them all: the timed part.
     fn transfer(&mut self, n: u64) -> Duration {
+        let (producer, block, what) = (&mut self.host.audio_in, &self.block, &self.what);
+        let mut tries = Tries::default();
         let t0 = Instant::now();
         for _ in 0..n {
-            let cycle = self.next_cycle;
-            let (producer, block, what) = (&mut self.host.audio_in, &self.block, &self.what);
-            spin_until(what, || match producer.push(cycle, block) {
-                Ok(()) => true,
-                Err(PushError::Full) => false,
-                Err(e) => panic!("{what}: push: {e}"),
-            });
+            loop {
+                match producer.push(self.next_cycle, block) {
+                    Ok(()) => break,
+                    Err(PushError::Full) => tries.again(what),
+                    Err(e) => panic!("{what}: push: {e}"),
+                }
+            }
+            tries.done();
             self.next_cycle += 1;
         }
-        let (producer, what) = (&mut self.host.audio_in, &self.what);
         spin_until(what, || {
             producer
                 .free_slots()
@@ -462,10 +464,14 @@ impl RtrbRig {
     }
 
     fn transfer(&mut self, n: u64) -> Duration {
+        let (producer, block) = (&mut self.producer, &self.block);
+        let mut tries = Tries::default();
         let t0 = Instant::now();
         for _ in 0..n {
-            let (producer, block) = (&mut self.producer, &self.block);
-            spin_until("rtrb push", || producer.push_entire_slice(block).is_ok());
+            while producer.push_entire_slice(block).is_err() {
+                tries.again("rtrb push");
+            }
+            tries.done();
         }
         let capacity = self.producer.buffer().capacity();
         spin_until("rtrb drain", || self.producer.slots() == capacity);

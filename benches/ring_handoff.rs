@@ -29,7 +29,7 @@ use std::sync::atomic::{Ordering, compiler_fence};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{RunMode, Side, median, paired_ratio, print_machine, print_table, si};
+use common::{RunMode, Side, Tries, median, paired_ratio, print_machine, print_table, si};
 use slotpool_ring::{
     AudioConsumer, AudioProducer, HostRegion, PushError, SlotLayout, WorkerRegion,
 };
@@ -189,20 +189,7 @@ impl Rig {
             });
             start.wait();
             let t0 = Instant::now();
-            let deadline = t0 + common::PEER_TIMEOUT;
-            let mut full = 0u32;
-            // Counts failed pushes; the clock is read once in 65536 of them, so a dead
-            // consumer ends the bench without adding work to every spin.
-            let mut stuck = |i: u64| {
-                full = full.wrapping_add(1);
-                if full.is_multiple_of(1 << 16) && Instant::now() > deadline {
-                    panic!(
-                        "{what}: the consumer took no block for {:?} at block {i}",
-                        common::PEER_TIMEOUT
-                    );
-                }
-                compiler_fence(Ordering::SeqCst);
-            };
+            let mut tries = Tries::default();
             for i in 0..n {
                 if verify {
                     src.get_mut().fill((i % 4096) as f32);
@@ -211,15 +198,16 @@ impl Rig {
                     loop {
                         match ring_in.push(first + i, src.get()) {
                             Ok(()) => break,
-                            Err(PushError::Full) => stuck(i),
+                            Err(PushError::Full) => tries.again(&what),
                             Err(e) => panic!("{what}: push: {e}"),
                         }
                     }
                 } else {
                     while rtrb_in.push_entire_slice(src.get()).is_err() {
-                        stuck(i);
+                        tries.again(&what);
                     }
                 }
+                tries.done();
             }
             if variant == 0 {
                 common::spin_until(&what, || {

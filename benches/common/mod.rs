@@ -219,6 +219,48 @@ pub fn spin_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The failed tries of a hot producer loop (a full ring), for the timed part of a run.
+///
+/// A try costs a counter and a compiler fence; the clock is read once in 65536 tries in
+/// a row, so a dead peer still ends the bench after [`PEER_TIMEOUT`]. [`spin_until`] builds a
+/// backoff, a clock slot and a closure for every wait: per pushed block that slowed
+/// `ring_handoff`'s ring by 29 % and rtrb by 14 % at 256 frames (docs/PERFORMANCE.md), so
+/// the per-block loops that are timed use this instead, for every variant alike.
+#[derive(Default)]
+pub struct Tries {
+    failed: u32,
+    deadline: Option<Instant>,
+}
+
+impl Tries {
+    /// One more failed try.
+    #[inline]
+    pub fn again(&mut self, what: &str) {
+        self.failed = self.failed.wrapping_add(1);
+        if self.failed.is_multiple_of(1 << 16) {
+            self.check(what);
+        }
+        compiler_fence(AtomicOrdering::SeqCst);
+    }
+
+    /// The try succeeded: the next wait starts afresh.
+    #[inline]
+    pub fn done(&mut self) {
+        self.failed = 0;
+        self.deadline = None;
+    }
+
+    #[cold]
+    fn check(&mut self, what: &str) {
+        let now = Instant::now();
+        let deadline = *self.deadline.get_or_insert(now + PEER_TIMEOUT);
+        assert!(
+            now < deadline,
+            "{what}: no progress for {PEER_TIMEOUT:?}; is the peer alive?"
+        );
+    }
+}
+
 /// Measures every one of `variants` once per round, `rounds` times, alternating the
 /// order (A B C, then C B A, ...) so that neither slow drift of the machine nor going
 /// first favours one of them. `measure(v)` returns one value of variant `v`; the result
