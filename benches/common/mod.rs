@@ -224,7 +224,7 @@ pub fn spin_until(what: &str, mut done: impl FnMut() -> bool) {
 /// A try costs a counter and a compiler fence; the clock is read once in 65536 tries in
 /// a row, so a dead peer still ends the bench after [`PEER_TIMEOUT`]. [`spin_until`] builds a
 /// backoff, a clock slot and a closure for every wait: per pushed block that slowed
-/// `ring_handoff`'s ring by 29 % and rtrb by 14 % at 256 frames (docs/PERFORMANCE.md), so
+/// `ring_handoff`'s ring by 26 % and rtrb by 10 % at 256 frames (docs/PERFORMANCE.md), so
 /// the per-block loops that are timed use this instead, for every variant alike.
 #[derive(Default)]
 pub struct Tries {
