@@ -53,14 +53,7 @@ const VERIFY_ENV: &str = "SLOTPOOL_BENCH_VERIFY";
 const ROUNDS: usize = 151;
 
 fn layout(frames: u32) -> SlotLayout {
-    SlotLayout {
-        channels_in: CHANNELS,
-        channels_out: CHANNELS,
-        block_frames: frames,
-        audio_capacity: CAPACITY,
-        command_capacity: 64,
-        event_capacity: 64,
-    }
+    common::audio_layout(CHANNELS, frames, CAPACITY)
 }
 
 fn block_bytes(frames: u32) -> usize {

@@ -30,9 +30,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{RunMode, Side, Tries, median, paired_ratio, print_machine, print_table, si};
-use slotpool_ring::{
-    AudioConsumer, AudioProducer, HostRegion, PushError, SlotLayout, WorkerRegion,
-};
+use slotpool_ring::{AudioConsumer, AudioProducer, HostRegion, PushError, WorkerRegion};
 
 const CHANNELS: u32 = 2;
 const CAPACITY: u32 = 16;
@@ -95,14 +93,7 @@ struct Rig {
 
 impl Rig {
     fn new(frames: u32) -> Rig {
-        let layout = SlotLayout {
-            channels_in: CHANNELS,
-            channels_out: CHANNELS,
-            block_frames: frames,
-            audio_capacity: CAPACITY,
-            command_capacity: 64,
-            event_capacity: 64,
-        };
+        let layout = common::audio_layout(CHANNELS, frames, CAPACITY);
         let host = HostRegion::create(&format!("handoff:{frames}"), layout)
             .unwrap_or_else(|e| panic!("{frames} frames: creating the region: {e}"));
         let host_end = host.host_end().expect("host end");

@@ -219,6 +219,19 @@ pub fn spin_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The layout of the audio benches: `channels` in and out, `capacity` blocks of
+/// `frames`, 64 records each way.
+pub fn audio_layout(channels: u32, frames: u32, capacity: u32) -> slotpool_ring::SlotLayout {
+    slotpool_ring::SlotLayout {
+        channels_in: channels,
+        channels_out: channels,
+        block_frames: frames,
+        audio_capacity: capacity,
+        command_capacity: 64,
+        event_capacity: 64,
+    }
+}
+
 /// The failed tries of a hot producer loop (a full ring), for the timed part of a run.
 ///
 /// A try costs a counter and a compiler fence; the clock is read once in 65536 tries in
