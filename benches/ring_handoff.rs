@@ -131,7 +131,13 @@ impl Rig {
         let (ring_in, ring_out) = (&mut self.ring_in.0, &mut self.ring_out.0);
         let (rtrb_in, rtrb_out) = (&mut self.rtrb_in.0, &mut self.rtrb_out.0);
         let elapsed = thread::scope(|scope| {
+            // A consumer that stops early says why at once: the producer only notices
+            // when its pushes have failed for `PEER_TIMEOUT`.
             let consumer = scope.spawn(|| {
+                let said = |e: String| {
+                    eprintln!("ring_handoff: {e}");
+                    Err::<(), String>(e)
+                };
                 common::pin(Side::Peer);
                 start.wait();
                 let deadline = Instant::now() + common::PEER_TIMEOUT;
@@ -142,7 +148,7 @@ impl Rig {
                         match ring_out.pop(dst.get_mut()) {
                             Ok(Some(cycle)) => Some(cycle),
                             Ok(None) => None,
-                            Err(e) => return Err(format!("{what}: pop: {e}")),
+                            Err(e) => return said(format!("{what}: pop: {e}")),
                         }
                     } else {
                         rtrb_out
@@ -153,7 +159,7 @@ impl Rig {
                     match cycle {
                         Some(cycle) => {
                             if cycle != first + got {
-                                return Err(format!(
+                                return said(format!(
                                     "{what}: got block {cycle}, expected {}",
                                     first + got
                                 ));
@@ -162,7 +168,7 @@ impl Rig {
                                 && let Some(s) =
                                     dst.get().iter().find(|s| **s != (got % 4096) as f32)
                             {
-                                return Err(format!("{what}: block {got} holds sample {s}"));
+                                return said(format!("{what}: block {got} holds sample {s}"));
                             }
                             black_box(dst.get_mut());
                             got += 1;
@@ -170,7 +176,7 @@ impl Rig {
                         None => {
                             idle = idle.wrapping_add(1);
                             if idle.is_multiple_of(1 << 16) && Instant::now() > deadline {
-                                return Err(format!("{what}: stuck at block {got} of {n}"));
+                                return said(format!("{what}: stuck at block {got} of {n}"));
                             }
                             compiler_fence(Ordering::SeqCst);
                         }
